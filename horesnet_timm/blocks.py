@@ -1,0 +1,228 @@
+"""Sub-networks F and the blocks that stack them by a scheme.
+
+`SchemeBlock` evaluates any explicit tableau over its own s sub-networks; `MultistepBlock` is the
+LM-ResNet step. Both take their sub-networks ready-made, so the same blocks serve the CIFAR
+layout (pre-activation F, as the HO-ResNet authors) and the ImageNet one (ResNet's F).
+"""
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from timm.layers import DropPath
+
+from .schemes import Scheme
+
+__all__ = ['PreActBasic', 'Basic', 'Bottleneck', 'SUBNETS', 'SchemeBlock', 'MultistepBlock', 'Transition']
+
+
+def _conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, **dd) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, bias=False, **dd)
+
+
+class PreActBasic(nn.Module):
+    """BN-ReLU-Conv3x3-BN-ReLU-Conv3x3, the HO-ResNet authors' F."""
+    convs = 2
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, act_layer=nn.ReLU, norm_layer=nn.BatchNorm2d,
+                 device=None, dtype=None):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.bn1 = norm_layer(in_chs, **dd)
+        self.act1 = act_layer(inplace=True)
+        self.conv1 = _conv(in_chs, out_chs, 3, stride, **dd)
+        self.bn2 = norm_layer(out_chs, **dd)
+        self.act2 = act_layer(inplace=True)
+        self.conv2 = _conv(out_chs, out_chs, 3, **dd)
+
+    def zero_init_last(self):
+        nn.init.zeros_(self.conv2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.act2(self.bn2(self.conv1(self.act1(self.bn1(x))))))
+
+
+class Basic(nn.Module):
+    """Conv3x3-BN-ReLU-Conv3x3-BN, the residual function of ResNet-18/34."""
+    convs = 2
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, act_layer=nn.ReLU, norm_layer=nn.BatchNorm2d,
+                 device=None, dtype=None):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.conv1 = _conv(in_chs, out_chs, 3, stride, **dd)
+        self.bn1 = norm_layer(out_chs, **dd)
+        self.act1 = act_layer(inplace=True)
+        self.conv2 = _conv(out_chs, out_chs, 3, **dd)
+        self.bn2 = norm_layer(out_chs, **dd)
+
+    def zero_init_last(self):
+        nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+
+
+class Bottleneck(nn.Module):
+    """Conv1x1-BN-ReLU-Conv3x3-BN-ReLU-Conv1x1-BN with a 4x expansion, as ResNet-50."""
+    convs = 3
+    expansion = 4
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, act_layer=nn.ReLU, norm_layer=nn.BatchNorm2d,
+                 device=None, dtype=None):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        mid_chs = out_chs // self.expansion
+        self.conv1 = _conv(in_chs, mid_chs, 1, **dd)
+        self.bn1 = norm_layer(mid_chs, **dd)
+        self.act1 = act_layer(inplace=True)
+        self.conv2 = _conv(mid_chs, mid_chs, 3, stride, **dd)
+        self.bn2 = norm_layer(mid_chs, **dd)
+        self.act2 = act_layer(inplace=True)
+        self.conv3 = _conv(mid_chs, out_chs, 1, **dd)
+        self.bn3 = norm_layer(out_chs, **dd)
+
+    def zero_init_last(self):
+        nn.init.zeros_(self.bn3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.bn2(self.conv2(x)))
+        return self.bn3(self.conv3(x))
+
+
+SUBNETS = {'preact': PreActBasic, 'basic': Basic, 'bottleneck': Bottleneck}
+
+
+def _lift(x: torch.Tensor) -> torch.Tensor:
+    # Stage combinations run in fp32 under fp16/bf16: Verner-8 weights reach ~600 with heavy
+    # cancellation, which an 8-bit mantissa would turn into noise.
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+class SchemeBlock(nn.Module):
+    """One step of an explicit Runge-Kutta scheme over its own sub-networks F_1..F_s.
+
+    Memory: the running sum h * sum(b_i k_i) is accumulated as stages finish, and each k_j is
+    released after the last stage that reads it, so RK4 holds x, the sum and one stage.
+    """
+    # class-level annotations so TorchScript types the (possibly empty) coefficient lists
+    a: List[List[float]]
+    b: List[float]
+    reads: List[List[int]]
+    last_read: List[int]
+
+    def __init__(
+            self,
+            scheme: Scheme,
+            subnets: Sequence[nn.Module],
+            learn_step_size: bool = False,
+            drop_path: float = 0.,
+            act_layer: Optional[Callable[..., nn.Module]] = nn.ReLU,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        if len(subnets) != scheme.stages:
+            raise ValueError(f'scheme {scheme.name!r} has {scheme.stages} stages, got {len(subnets)} sub-networks')
+        if scheme.multistep:
+            raise ValueError(f'scheme {scheme.name!r} is multistep: use MultistepBlock')
+        a, b = scheme.as_floats()
+        self.subnets = nn.ModuleList(subnets)
+        self.a, self.b = a, b
+        self.reads = [list(r) for r in scheme.reads]
+        # last stage that reads each k_j; -1 when none does
+        self.last_read = [max([i for i, r in enumerate(scheme.reads) if j in r], default=-1)
+                                     for j in range(scheme.stages)]
+        self.step_size = nn.Parameter(torch.ones((), device=device, dtype=dtype)) if learn_step_size else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_hi = _lift(x)
+        ks: Dict[int, torch.Tensor] = {}
+        acc: Optional[torch.Tensor] = None
+        for i, subnet in enumerate(self.subnets):
+            stage_in = x
+            inc: Optional[torch.Tensor] = None
+            for j in self.reads[i]:
+                inc = ks[j] * self.a[i][j] if inc is None else torch.add(inc, ks[j], alpha=self.a[i][j])
+            if inc is not None:
+                if self.step_size is not None:
+                    inc = inc * self.step_size
+                stage_in = (x_hi + inc).to(x.dtype)
+            k = _lift(subnet(stage_in))
+            if self.b[i] != 0.:
+                acc = k * self.b[i] if acc is None else torch.add(acc, k, alpha=self.b[i])
+            if self.last_read[i] > i:
+                ks[i] = k
+            for j in self.reads[i]:
+                if self.last_read[j] == i:
+                    del ks[j]
+        assert acc is not None
+        if self.step_size is not None:
+            acc = acc * self.step_size
+        return self.act(x + self.drop_path(acc.to(x.dtype)))
+
+
+class MultistepBlock(nn.Module):
+    """LM-ResNet step u_{n+1} = (1 - k_n) u_n + k_n u_{n-1} + F_n(u_n), written x + k_n (prev - x) + F(x).
+
+    The first block of a stage has no u_{n-1}; it is built with `first=True`, has no k_n (so no
+    parameter goes unused) and is a plain Euler step. Returns (u_{n+1}, u_n) so a stage can chain
+    blocks. Stochastic depth drops F_n(u_n) per sample, the 'stochastic control' of Lu et al.
+    """
+
+    def __init__(
+            self,
+            subnet: nn.Module,
+            first: bool = False,
+            drop_path: float = 0.,
+            act_layer: Optional[Callable[..., nn.Module]] = nn.ReLU,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        self.subnets = nn.ModuleList([subnet])  # same parameter names as a one-stage SchemeBlock
+        self.k = None if first else nn.Parameter(torch.empty((), device=device, dtype=dtype))
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        if self.k is not None:
+            nn.init.uniform_(self.k, -0.1, 0.)  # as Lu et al. initialise k_n
+
+    def forward(self, x: torch.Tensor, prev: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        y = x
+        for subnet in self.subnets:
+            y = y + self.drop_path(subnet(x))
+        if self.k is not None and prev is not None:
+            y = y + self.k * (prev - x)
+        return self.act(y), x
+
+
+class Transition(nn.Module):
+    """A ResNet block that changes width and/or resolution (a projection shortcut), opening a stage."""
+
+    def __init__(
+            self,
+            subnet: nn.Module,
+            in_chs: int,
+            out_chs: int,
+            stride: int,
+            drop_path: float = 0.,
+            act_layer: Optional[Callable[..., nn.Module]] = nn.ReLU,
+            norm_layer=nn.BatchNorm2d,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.subnet = subnet
+        self.shortcut = nn.Sequential(_conv(in_chs, out_chs, 1, stride, **dd), norm_layer(out_chs, **dd))
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shortcut(x) + self.drop_path(self.subnet(x)))

@@ -1,0 +1,218 @@
+"""The paper's CIFAR family (Luo et al. 2021, Sec. 3.1 and Table 3).
+
+Stem conv3x3 3->64 + BN + ReLU, then every sub-network at 64 channels and 32x32 (no
+downsampling), global average pool, linear classifier. Depth = 2 x (number of sub-networks) + 2.
+Each docstring quotes the paper's Table 3 (parameters, CIFAR-10 top-1): the paper's figures,
+not ours. At depths 82 and 86 the printed counts (2.87M, 3.01M) are misprints: this layout holds
+2.96M and 3.11M there, and the architecture is not bent to match them.
+"""
+from typing import Any, Dict
+
+from timm.models import generate_default_cfgs, register_model
+
+from .horesnet import HoResNet, create_horesnet
+
+# CIFAR-10 training-set statistics (population std over all pixels)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def _cfg(**kwargs) -> Dict[str, Any]:
+    return {
+        'url': '', 'num_classes': 10, 'input_size': (3, 32, 32), 'pool_size': (32, 32),
+        'crop_pct': 1.0, 'interpolation': 'bilinear', 'mean': CIFAR10_MEAN, 'std': CIFAR10_STD,
+        'first_conv': 'stem.conv', 'classifier': 'fc', 'license': 'apache-2.0',
+        'paper_ids': 'arXiv:2103.15244',
+        'paper_name': 'Rethinking ResNets: Improved Stacking Strategies With High Order Schemes',
+        **kwargs,
+    }
+
+
+def _lm_cfg(**kwargs) -> Dict[str, Any]:
+    return _cfg(
+        paper_ids='arXiv:1710.10121',
+        paper_name='Beyond Finite Layer Neural Networks: Bridging Deep Architectures and Numerical '
+                   'Differential Equations',
+        **kwargs,
+    )
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs) -> HoResNet:
+    model_args = dict(channels=(64,), subnet='preact', stem='cifar')
+    return create_horesnet(variant, pretrained, **dict(model_args, **kwargs))
+
+
+default_cfgs = generate_default_cfgs({
+    **{name: _cfg() for name in [
+        'horesnet10_euler', 'horesnet10_midpoint', 'horesnet10_rk4',
+        'horesnet18_euler', 'horesnet18_midpoint', 'horesnet18_rk4',
+        'horesnet26_rk4',
+        'horesnet30_euler', 'horesnet30_midpoint', 'horesnet30_rk8', 'horesnet30_rk8_adaptive',
+        'horesnet58_euler', 'horesnet58_midpoint', 'horesnet58_rk4', 'horesnet58_rk8', 'horesnet58_rk8_adaptive',
+        'horesnet82_rk4',
+        'horesnet86_euler', 'horesnet86_midpoint', 'horesnet86_rk8', 'horesnet86_rk8_adaptive',
+    ]},
+    'horesnet58_lm': _lm_cfg(),
+    'horesnet86_lm': _lm_cfg(),
+})
+
+
+@register_model
+def horesnet10_euler(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-10, 4 Euler blocks. Paper: 0.3M params, 91.72% CIFAR-10."""
+    model_args = dict(layers=(4,), scheme='euler')
+    return _create('horesnet10_euler', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet10_midpoint(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-10, 2 midpoint blocks. Paper: 0.3M params, 91.97% CIFAR-10."""
+    model_args = dict(layers=(4,), scheme='midpoint')
+    return _create('horesnet10_midpoint', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet10_rk4(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-10, 1 RK4 block. Paper: 0.3M params, 91.51% CIFAR-10."""
+    model_args = dict(layers=(4,), scheme='rk4')
+    return _create('horesnet10_rk4', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet18_euler(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-18, 8 Euler blocks. Paper: 0.59M params, 92.68% CIFAR-10."""
+    model_args = dict(layers=(8,), scheme='euler')
+    return _create('horesnet18_euler', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet18_midpoint(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-18, 4 midpoint blocks. Paper: 0.59M params, 92.95% CIFAR-10."""
+    model_args = dict(layers=(8,), scheme='midpoint')
+    return _create('horesnet18_midpoint', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet18_rk4(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-18, 2 RK4 blocks. Paper: 0.59M params, 92.98% CIFAR-10."""
+    model_args = dict(layers=(8,), scheme='rk4')
+    return _create('horesnet18_rk4', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet26_rk4(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-26, 3 RK4 blocks. Paper: 0.89M params, 93.41% CIFAR-10."""
+    model_args = dict(layers=(12,), scheme='rk4')
+    return _create('horesnet26_rk4', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet30_euler(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-30, 14 Euler blocks. Paper: 1.03M params, 93.02% CIFAR-10."""
+    model_args = dict(layers=(14,), scheme='euler')
+    return _create('horesnet30_euler', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet30_midpoint(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-30, 7 midpoint blocks. Paper: 1.03M params, 93.17% CIFAR-10."""
+    model_args = dict(layers=(14,), scheme='midpoint')
+    return _create('horesnet30_midpoint', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet30_rk8(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-30, 1 Verner-8 block, fixed step. Paper: 1.03M params, 93.39% CIFAR-10."""
+    model_args = dict(layers=(14,), scheme='verner8')
+    return _create('horesnet30_rk8', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet30_rk8_adaptive(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-30, 1 Verner-8 block, learnable step. Paper: 1.03M+1 params, 94.17% CIFAR-10."""
+    model_args = dict(layers=(14,), scheme='verner8', learn_step_size=True)
+    return _create('horesnet30_rk8_adaptive', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet58_euler(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-58, 28 Euler blocks. Paper: 2.07M params, 92.81% CIFAR-10."""
+    model_args = dict(layers=(28,), scheme='euler')
+    return _create('horesnet58_euler', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet58_midpoint(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-58, 14 midpoint blocks. Paper: 2.07M params, 94.08% CIFAR-10."""
+    model_args = dict(layers=(28,), scheme='midpoint')
+    return _create('horesnet58_midpoint', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet58_rk4(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-58, 7 RK4 blocks. Paper: 2.07M params, 94.79% CIFAR-10."""
+    model_args = dict(layers=(28,), scheme='rk4')
+    return _create('horesnet58_rk4', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet58_rk8(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-58, 2 Verner-8 blocks, fixed step. Paper: 2.07M params, 94.91% CIFAR-10."""
+    model_args = dict(layers=(28,), scheme='verner8')
+    return _create('horesnet58_rk8', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet58_rk8_adaptive(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-58, 2 Verner-8 blocks, learnable step. Paper: 2.07M+2 params, 95.06% CIFAR-10."""
+    model_args = dict(layers=(28,), scheme='verner8', learn_step_size=True)
+    return _create('horesnet58_rk8_adaptive', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet58_lm(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-58, 28 LM-ResNet blocks (Lu et al. 2018; not in Table 3)."""
+    model_args = dict(layers=(28,), scheme='lm')
+    return _create('horesnet58_lm', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet82_rk4(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-82, 10 RK4 blocks. Paper: 2.87M (misprint; the layout gives 2.96M) params, 94.83% CIFAR-10."""
+    model_args = dict(layers=(40,), scheme='rk4')
+    return _create('horesnet82_rk4', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet86_euler(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-86, 42 Euler blocks. Paper: 3.01M (misprint; the layout gives 3.11M) params, 92.73% CIFAR-10."""
+    model_args = dict(layers=(42,), scheme='euler')
+    return _create('horesnet86_euler', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet86_midpoint(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-86, 21 midpoint blocks. Paper: 3.01M (misprint; 3.11M) params, 93.87% CIFAR-10."""
+    model_args = dict(layers=(42,), scheme='midpoint')
+    return _create('horesnet86_midpoint', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet86_rk8(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-86, 3 Verner-8 blocks, fixed step. Paper: 3.01M+ (misprint; 3.11M) params, 95.02% CIFAR-10."""
+    model_args = dict(layers=(42,), scheme='verner8')
+    return _create('horesnet86_rk8', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet86_rk8_adaptive(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-86, 3 Verner-8 blocks, learnable step. Paper: 3.01M+3 (misprint; 3.11M+3) params, 95.15% CIFAR-10."""
+    model_args = dict(layers=(42,), scheme='verner8', learn_step_size=True)
+    return _create('horesnet86_rk8_adaptive', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet86_lm(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-86, 42 LM-ResNet blocks (Lu et al. 2018; not in Table 3)."""
+    model_args = dict(layers=(42,), scheme='lm')
+    return _create('horesnet86_lm', pretrained, **dict(model_args, **kwargs))
