@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from timm.layers import create_classifier, get_act_layer, get_device_dtype, get_norm_layer
+from timm.layers import calculate_drop_path_rates, create_classifier, get_act_layer, get_device_dtype, get_norm_layer
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq
 from timm.models._features import feature_take_indices
 
@@ -153,7 +153,7 @@ class HoResNet(nn.Module):
         self.depth = 2 + subnet_cls.convs * (sum(layers) + sum(has_transition))  # convs + classifier, as ResNet counts
         # stochastic depth: one rate per residual unit (transition or block), rising linearly
         num_units = sum(has_transition) + sum(layers) // scheme.stages
-        dpr = iter(torch.linspace(0, drop_path_rate, num_units).tolist())
+        dpr = iter(calculate_drop_path_rates(drop_path_rate, num_units))
 
         block_act_layer = act_layer if block_act else None
         make = lambda cin, cout, s=1: subnet_cls(cin, cout, s, act_layer=act_layer, norm_layer=norm_layer, **dd)
@@ -184,15 +184,16 @@ class HoResNet(nn.Module):
 
     @torch.jit.ignore
     def init_weights(self, zero_init_last: bool = False):
-        # Kaiming-normal convs and classifier, as the HO-ResNet authors
+        """(Re)initialise every weight and buffer, e.g. after `to_empty()` on a meta-built model."""
         for m in self.modules():
+            if m is not self and hasattr(m, 'reset_parameters'):
+                m.reset_parameters()  # norms (and their running stats), step sizes, LM k_n
+            # Kaiming-normal convs and classifier, as the HO-ResNet authors
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
             elif isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight)
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, MultistepBlock):
-                m.reset_parameters()
         if zero_init_last:
             for m in self.modules():
                 if hasattr(m, 'zero_init_last'):

@@ -1,0 +1,113 @@
+"""The generic block against the RK update written out independently, in float64."""
+import weakref
+
+import pytest
+import torch
+import torch.nn as nn
+
+from horesnet_timm import get_scheme, list_schemes
+from horesnet_timm.blocks import MultistepBlock, SchemeBlock
+
+RK_SCHEMES = [n for n in list_schemes() if not get_scheme(n).multistep]
+
+
+class Linear(nn.Module):
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, x):
+        return x @ self.weight.T
+
+
+def naive_rk_step(scheme, weights, x, h):
+    """Textbook RK: keep every k, then combine (no memory tricks)."""
+    a = [[float(v) for v in row] for row in scheme.a]
+    b = [float(v) for v in scheme.b]
+    ks = []
+    for i, w in enumerate(weights):
+        stage_in = x + h * sum((a[i][j] * ks[j] for j in range(i)), torch.zeros_like(x))
+        ks.append(stage_in @ w.T)
+    return x + h * sum((b[i] * k for i, k in enumerate(ks)), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize('name', RK_SCHEMES)
+@pytest.mark.parametrize('learn_step_size', [False, True])
+def test_block_matches_rk_update_for_linear_f(name, learn_step_size):
+    scheme = get_scheme(name)
+    gen = torch.Generator().manual_seed(0)
+    weights = [torch.randn(5, 5, generator=gen, dtype=torch.float64) / 5 for _ in range(scheme.stages)]
+    block = SchemeBlock(scheme, [Linear(w.clone()) for w in weights], learn_step_size=learn_step_size,
+                        act_layer=None, dtype=torch.float64)
+    h = 1.0
+    if learn_step_size:
+        h = 0.37
+        with torch.no_grad():
+            block.step_size.fill_(h)
+    x = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(block(x), naive_rk_step(scheme, weights, x, h), rtol=1e-12, atol=1e-12)
+
+
+class Recorder(nn.Module):
+    """A sub-network that records how many earlier stage outputs are still alive when it runs."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def forward(self, x):
+        self.log['alive'].append(sum(ref() is not None for ref in self.log['refs']))
+        out = torch.tanh(x) + 0.1
+        self.log['refs'].append(weakref.ref(out))
+        return out
+
+
+@pytest.mark.parametrize('name, most_alive', [('rk4', 1), ('midpoint', 1), ('euler', 0), ('verner8', None)])
+def test_block_frees_stage_outputs_early(name, most_alive):
+    """RK4 holds one stage output at a time; in general only the k_j a later stage still reads."""
+    scheme = get_scheme(name)
+    log = {'alive': [], 'refs': []}
+    block = SchemeBlock(scheme, [Recorder(log) for _ in range(scheme.stages)], act_layer=None)
+    with torch.no_grad():
+        block(torch.randn(2, 4))
+    # independent count from the tableau: k_j is needed at stage i if some stage >= i reads it
+    needed = [sum(any(scheme.a[l][j] != 0 for l in range(i, scheme.stages)) for j in range(i))
+              for i in range(scheme.stages)]
+    assert log['alive'] == needed
+    if most_alive is not None:
+        assert max(log['alive']) == most_alive
+    assert max(log['alive']) < scheme.stages - 1 or scheme.stages <= 2
+
+
+def test_block_rejects_wrong_number_of_subnets():
+    with pytest.raises(ValueError, match='rk4.*4 stages, got 3'):
+        SchemeBlock(get_scheme('rk4'), [nn.Identity() for _ in range(3)])
+
+
+def test_multistep_block_formula():
+    w = torch.randn(4, 4, dtype=torch.float64) / 4
+    first = MultistepBlock(Linear(w.clone()), first=True, act_layer=None, dtype=torch.float64)
+    block = MultistepBlock(Linear(w.clone()), act_layer=None, dtype=torch.float64)
+    assert first.k is None and -0.1 <= block.k.item() <= 0.0  # Lu et al.'s initialisation
+    u0 = torch.randn(2, 4, dtype=torch.float64)
+    u1, prev = first(u0, None)
+    torch.testing.assert_close(u1, u0 + u0 @ w.T)  # the first step is Euler
+    torch.testing.assert_close(prev, u0)
+    k = block.k.item()
+    u2, _ = block(u1, prev)
+    torch.testing.assert_close(u2, (1 - k) * u1 + k * u0 + u1 @ w.T)
+
+
+def test_bf16_combination_runs_in_fp32():
+    """Verner-8 weights reach ~600 with cancellation: the block must not combine stages in bf16."""
+    scheme = get_scheme('verner8')
+    torch.manual_seed(0)
+    weights = [torch.randn(16, 16) / 8 for _ in range(scheme.stages)]
+    ref = SchemeBlock(scheme, [Linear(w.double()) for w in weights], act_layer=None, dtype=torch.float64)
+    x = torch.randn(8, 16)
+    expected = ref(x.double())
+    block = SchemeBlock(scheme, [Linear(w.clone()) for w in weights], act_layer=None).to(torch.bfloat16)
+    got = block(x.to(torch.bfloat16))
+    assert got.dtype == torch.bfloat16
+    rel = ((got.double() - expected).norm() / expected.norm()).item()
+    assert rel < 2e-2, rel
