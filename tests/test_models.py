@@ -84,7 +84,7 @@ def test_scheme_that_does_not_divide_the_depth_says_which_depths_work():
         timm.create_model('horesnet58_euler', scheme='huta6')
     message = str(err.value)
     assert "'huta6' has 8 stages" in message and 'stage 1 has 28' in message
-    assert 'Use 24' in message and '32' in message and 'layers=(28,)' in message
+    assert 'layers=(24,) (depth 50) or layers=(32,) (depth 66)' in message
     ok = meta_model('horesnet58_euler', scheme='huta6', layers=(32,))
     assert ok.depth == 66 and len(ok.stages[0].blocks) == 4
 

@@ -60,17 +60,14 @@ class MultistepStage(Stage):
         return x
 
 
-def _layers_error(scheme: Scheme, stage: int, count: int, layers: Tuple[int, ...], convs: int) -> ValueError:
-    s = scheme.stages
-    lower, upper = count // s * s, (count // s + 1) * s
-    options = [n for n in (lower, upper) if n > 0]
-    hint = ' or '.join(f'{n} (+{(n - count) * convs} layers)' if n > count else f'{n} ({(n - count) * convs} layers)'
-                       for n in options)
+def _layers_error(scheme: Scheme, stage: int, layers: Tuple[int, ...], depth_of) -> ValueError:
+    s, count = scheme.stages, layers[stage]
+    options = [n for n in (count // s * s, (count // s + 1) * s) if n > 0]
+    fixes = [tuple(layers[:stage]) + (n,) + tuple(layers[stage + 1:]) for n in options]
     return ValueError(
-        f'scheme {scheme.name!r} has {s} stages, so each stage needs a multiple of {s} sub-networks, '
-        f'but stage {stage + 1} has {count} (layers={tuple(layers)}). Use {hint} sub-networks in that '
-        f'stage: each sub-network is {convs} conv layers, so with this layout depth changes by {convs * s} '
-        f'per block of {scheme.name!r}.')
+        f'scheme {scheme.name!r} has {s} stages, so a stage needs a multiple of {s} sub-networks, but stage '
+        f'{stage + 1} has {count} (layers={tuple(layers)}). Use '
+        + ' or '.join(f'layers={fix} (depth {depth_of(fix)})' for fix in fixes) + '.')
 
 
 class HoResNet(nn.Module):
@@ -122,9 +119,6 @@ class HoResNet(nn.Module):
         if learn_step_size and scheme.multistep:
             raise ValueError("learn_step_size applies to Runge-Kutta schemes; 'lm' learns its k_n instead")
         subnet_cls = SUBNETS[subnet]
-        for i, count in enumerate(layers):
-            if count < 0 or count % scheme.stages:
-                raise _layers_error(scheme, i, count, layers, subnet_cls.convs)
 
         act_layer = get_act_layer(act_layer)
         norm_layer = get_norm_layer(norm_layer)
@@ -134,23 +128,28 @@ class HoResNet(nn.Module):
         self.scheme = scheme.name
         self.grad_checkpointing = False
 
-        stride = 1 if stem == 'cifar' else 2
-        self.stem = nn.Sequential()
-        self.stem.add_module('conv', nn.Conv2d(
-            in_chans, stem_width, 3 if stem == 'cifar' else 7, stride=stride, padding=1 if stem == 'cifar' else 3,
-            bias=False, **dd))
-        self.stem.add_module('bn', norm_layer(stem_width, **dd))
-        self.stem.add_module('act', act_layer(inplace=True))
-        self.stem_pool = nn.Identity() if stem == 'cifar' else nn.MaxPool2d(3, stride=2, padding=1)
-        self.feature_info = [dict(num_chs=stem_width, reduction=stride, module='stem')]
-        reduction = stride * (1 if stem == 'cifar' else 2)
-
         # per stage: (in_chs, out_chs, stride); a transition opens it when the shape changes
         expansion = getattr(subnet_cls, 'expansion', 1)
         widths = [stem_width] + [w * expansion for w in channels]
         plan = [(widths[i], widths[i + 1], 1 if i == 0 else 2) for i in range(len(layers))]
         has_transition = [stride != 1 or cin != cout for cin, cout, stride in plan]
-        self.depth = 2 + subnet_cls.convs * (sum(layers) + sum(has_transition))  # convs + classifier, as ResNet counts
+        depth_of = lambda ls: 2 + subnet_cls.convs * (sum(ls) + sum(has_transition))  # stem + convs + classifier
+        for i, count in enumerate(layers):
+            if count < 0 or count % scheme.stages:
+                raise _layers_error(scheme, i, layers, depth_of)
+        self.depth = depth_of(layers)
+
+        stem_stride = 1 if stem == 'cifar' else 2
+        self.stem = nn.Sequential()
+        self.stem.add_module('conv', nn.Conv2d(
+            in_chans, stem_width, 3 if stem == 'cifar' else 7, stride=stem_stride,
+            padding=1 if stem == 'cifar' else 3, bias=False, **dd))
+        self.stem.add_module('bn', norm_layer(stem_width, **dd))
+        self.stem.add_module('act', act_layer(inplace=True))
+        self.stem_pool = nn.Identity() if stem == 'cifar' else nn.MaxPool2d(3, stride=2, padding=1)
+        self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module='stem')]
+        reduction = stem_stride * (1 if stem == 'cifar' else 2)
+
         # stochastic depth: one rate per residual unit (transition or block), rising linearly
         num_units = sum(has_transition) + sum(layers) // scheme.stages
         dpr = iter(calculate_drop_path_rates(drop_path_rate, num_units))
