@@ -158,7 +158,10 @@ class SchemeBlock(nn.Module):
                 stage_in = (x_hi + inc).to(x.dtype)
             k = _lift(subnet(stage_in))
             if self.b[i] != 0.:
-                acc = k * self.b[i] if acc is None else torch.add(acc, k, alpha=self.b[i])
+                if acc is None:
+                    acc = k if self.b[i] == 1. else k * self.b[i]
+                else:
+                    acc = torch.add(acc, k, alpha=self.b[i])
             if self.last_read[i] > i:
                 ks[i] = k
             for j in self.reads[i]:
@@ -199,9 +202,7 @@ class MultistepBlock(nn.Module):
             nn.init.uniform_(self.k, -0.1, 0.)  # as Lu et al. initialise k_n
 
     def forward(self, x: torch.Tensor, prev: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        y = x
-        for subnet in self.subnets:
-            y = y + self.drop_path(subnet(x))
+        y = x + self.drop_path(self.subnets[0](x))
         if self.k is not None and prev is not None:
             y = y + self.k * (prev - x)
         return self.act(y), x
