@@ -1,25 +1,36 @@
-"""The `horesnet` command."""
+"""The `horesnet` command: one sub-command per module.
+
+Each module named in COMMANDS defines `add_arguments(parser)` and `run(args) -> int`, and keeps
+its heavy imports inside `run`, so `horesnet --help` stays fast.
+"""
 import argparse
+import importlib
 import sys
 from typing import List, Optional
+
+# sub-command -> (module, one-line help)
+COMMANDS = {
+    'tour': ('horesnet_timm.tour', 'list the schemes and models with measured sizes and run a training step '
+                                   'per scheme (the default command; no download, no GPU)'),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='horesnet', description='HO-ResNet / LM-ResNet models for timm')
-    commands = parser.add_subparsers(dest='command')
-    tour = commands.add_parser('tour', help='list the schemes and models with measured sizes, run a training step '
-                                            'per scheme (the default command; no download, no GPU)')
-    tour.add_argument('--markdown', action='store_true', help='print tables as Markdown')
-    tour.add_argument('--no-steps', dest='steps', action='store_false', help='skip the training steps')
+    commands = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for name, (module, help_text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(sub)
+        sub.set_defaults(module=module)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command in (None, 'tour'):
-        from .tour import run_tour
-        run_tour(markdown=getattr(args, 'markdown', False), steps=getattr(args, 'steps', True))
-    return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(['tour'])
+    return importlib.import_module(args.module).run(args)
 
 
 if __name__ == '__main__':

@@ -83,3 +83,13 @@ def run_tour(markdown: bool = False, steps: bool = True) -> None:
     if steps:
         print('One SGD step per scheme (paper layout, >= 4 sub-networks, batch 8 at 32x32; ms of a single run)')
         print(format_table(train_step_rows(), markdown, floats='.2f'))
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument('--markdown', action='store_true', help='print tables as Markdown')
+    parser.add_argument('--no-steps', dest='steps', action='store_false', help='skip the training steps')
+
+
+def run(args) -> int:
+    run_tour(markdown=args.markdown, steps=args.steps)
+    return 0
