@@ -1,0 +1,92 @@
+"""Read weights from safetensors files and timm train.py checkpoints, with errors that say what is wrong.
+
+timm's `load_state_dict` does the reading (safetensors, or `torch.load(weights_only=True)`, so no
+pickle code runs; it picks `state_dict_ema` / `state_dict` and strips `module.` / `_orig_mod.`).
+What we add: a readable error for a missing, truncated or corrupt file, and a key-by-key and
+shape-by-shape comparison with the architecture before anything is loaded.
+"""
+import os
+import pickle
+from typing import Dict, Optional
+
+import torch
+from timm.models import load_state_dict
+
+__all__ = ['CheckpointError', 'read_state_dict', 'checkpoint_arch', 'check_state_dict', 'load_weights']
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not fit the model."""
+
+
+def _readable_file(path: str) -> str:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist (give a .safetensors file or a timm "
+                                f"train.py checkpoint such as output/train/<run>/model_best.pth.tar)")
+    return path
+
+
+def read_state_dict(path: str, use_ema: bool = True) -> Dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file or a train.py checkpoint (EMA weights when present and `use_ema`)."""
+    path = _readable_file(path)
+    try:
+        state_dict = load_state_dict(path, use_ema=use_ema, device='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
+        # safetensors raises SafetensorError (an Exception subclass), handled below
+        raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {e}. The file is "
+                              f"truncated, corrupt, or not a safetensors / torch checkpoint.") from e
+    except Exception as e:
+        if type(e).__name__ != 'SafetensorError':
+            raise
+        raise CheckpointError(f"cannot read safetensors file '{path}': {e}. The file is truncated or "
+                              f"corrupt; download or save it again.") from e
+    bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+    if not isinstance(state_dict, dict) or bad:
+        raise CheckpointError(f"checkpoint '{path}' does not hold a state dict of tensors "
+                              f"(non-tensor entries: {bad[:5]})")
+    return state_dict
+
+
+def checkpoint_arch(path: str) -> Optional[str]:
+    """The model name timm's train.py stored in its checkpoint ('arch'), or None (e.g. safetensors)."""
+    path = _readable_file(path)
+    if path.endswith('.safetensors'):
+        return None
+    try:
+        checkpoint = torch.load(path, map_location='meta', weights_only=True)
+    except Exception:
+        return None  # read_state_dict reports unreadable files
+    return checkpoint.get('arch') if isinstance(checkpoint, dict) else None
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str = 'checkpoint') -> None:
+    """Raise CheckpointError naming every missing, unexpected and wrongly shaped tensor."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}'
+              for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    if not (missing or unexpected or shapes):
+        return
+    name = getattr(model, 'pretrained_cfg', {}).get('architecture', type(model).__name__)
+    lines = [f"{source} does not fit {name}: {len(missing)} missing, {len(unexpected)} unexpected, "
+             f"{len(shapes)} wrongly shaped tensors"]
+    for title, items in (('missing', missing), ('unexpected', unexpected), ('shape', shapes)):
+        lines += [f'  {title}: {item}' for item in items[:20]]
+        if len(items) > 20:
+            lines.append(f'  ... and {len(items) - 20} more {title}')
+    lines.append('  Create the model the weights were trained as (same name, scheme=, layers=, num_classes=).')
+    raise CheckpointError('\n'.join(lines))
+
+
+def load_weights(model: torch.nn.Module, path: str, use_ema: bool = True) -> torch.nn.Module:
+    """Load a checkpoint into `model` after checking every key and shape; returns the model."""
+    state_dict = read_state_dict(path, use_ema=use_ema)
+    source = f"checkpoint '{os.fspath(path)}'"
+    arch = checkpoint_arch(path)
+    if arch:
+        source += f" (trained as '{arch}')"
+    check_state_dict(model, state_dict, source)
+    model.load_state_dict(state_dict)
+    return model

@@ -1,0 +1,102 @@
+"""Reading weights: safetensors and train.py checkpoints load exactly; bad files fail with a clear error."""
+import os
+import pickle
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import horesnet_timm  # noqa: F401
+from horesnet_timm.checkpoint import CheckpointError, checkpoint_arch, load_weights, read_state_dict
+
+
+def _model(name='horesnet10_rk4', **kwargs):
+    torch.manual_seed(0)
+    return timm.create_model(name, **kwargs).eval()
+
+
+def _randomised(model):
+    with torch.no_grad():  # BN running stats and zero-init weights become non-trivial
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.randn_like(t) * 0.1 + (1.0 if t.ndim == 1 else 0.0))
+    return model
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_safetensors_round_trip(tmp_path):
+    source = _randomised(_model())
+    path = tmp_path / 'model.safetensors'
+    save_file(source.state_dict(), str(path))
+    assert _same_weights(load_weights(_model(), path), source)
+    assert checkpoint_arch(str(path)) is None
+
+
+def test_train_py_checkpoint_prefers_ema_and_strips_ddp_prefix(tmp_path):
+    source, ema = _randomised(_model()), _randomised(_model())
+    # the layout timm's CheckpointSaver writes (train.py under DDP saves the unwrapped model; a
+    # hand-saved DDP state dict carries 'module.')
+    checkpoint = {'epoch': 3, 'arch': 'horesnet10_rk4', 'version': 2,
+                  'state_dict': {'module.' + k: v for k, v in source.state_dict().items()},
+                  'state_dict_ema': ema.state_dict(), 'optimizer': {'state': {}, 'param_groups': []}}
+    path = tmp_path / 'model_best.pth.tar'
+    torch.save(checkpoint, path)
+    assert checkpoint_arch(str(path)) == 'horesnet10_rk4'
+    assert _same_weights(load_weights(_model(), path), ema)
+    assert _same_weights(load_weights(_model(), path, use_ema=False), source)
+
+
+def test_pickled_code_is_not_run(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ('echo pwned',))
+    path = tmp_path / 'evil.pth'
+    with open(path, 'wb') as f:
+        pickle.dump({'state_dict': Evil()}, f)
+    with pytest.raises(CheckpointError, match='evil.pth'):
+        read_state_dict(str(path))
+
+
+def test_missing_file_names_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.safetensors'):
+        load_weights(_model(), tmp_path / 'nope.safetensors')
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'garbage'])
+def test_corrupt_safetensors(tmp_path, damage):
+    path = tmp_path / 'model.safetensors'
+    save_file(_model().state_dict(), str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == 'truncated' else b'\x00' * 64)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.*(truncated|corrupt)"):
+        load_weights(_model(), path)
+
+
+def test_corrupt_torch_checkpoint(tmp_path):
+    path = tmp_path / 'last.pth.tar'
+    torch.save({'state_dict': _model().state_dict()}, path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r'last\.pth\.tar'):
+        load_weights(_model(), path)
+
+
+def test_other_architecture_names_every_problem(tmp_path):
+    path = tmp_path / 'checkpoint.pth.tar'
+    torch.save({'arch': 'horesnet18_euler', 'state_dict': _model('horesnet18_euler').state_dict()}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_weights(_model('horesnet10_rk4'), path)
+    message = str(e.value)
+    assert "trained as 'horesnet18_euler'" in message and 'horesnet10_rk4' in message
+    assert 'unexpected: stages.0.blocks.1.subnets.0.conv1.weight' in message  # 2 RK4 blocks vs 1
+
+
+def test_wrong_num_classes_names_the_shape(tmp_path):
+    path = tmp_path / 'model.safetensors'
+    save_file(_model(num_classes=100).state_dict(), str(path))
+    with pytest.raises(CheckpointError, match=r'fc\.weight: checkpoint \(100, 64\) vs model \(10, 64\)'):
+        load_weights(_model(), path)
