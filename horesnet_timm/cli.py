@@ -12,6 +12,8 @@ from typing import List, Optional
 COMMANDS = {
     'tour': ('horesnet_timm.tour', 'list the schemes and models with measured sizes and run a training step '
                                    'per scheme (the default command; no download, no GPU)'),
+    'run': ('horesnet_timm.launch', "run a timm script (validate.py, inference.py, benchmark.py, ...) with the "
+                                    "horesnet models registered"),
 }
 
 
