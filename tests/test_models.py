@@ -1,11 +1,7 @@
 """The registered family: names, the paper's parameter counts, forward/backward, errors, precision."""
-import os
-
 import pytest
 import timm
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
 import horesnet_timm  # noqa: F401  registers the models
 
@@ -136,22 +132,3 @@ def test_bf16_autocast_stays_finite_and_close_to_fp32(name):
     assert torch.isfinite(low).all()
     assert ((low.float() - ref).norm() / ref.norm()).item() < 2e-2
     assert (low.argmax(1) == ref.argmax(1)).all()
-
-
-def _ddp_steps(name):
-    torch.manual_seed(0)
-    model = DistributedDataParallel(timm.create_model(name, num_classes=5), find_unused_parameters=False)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    for _ in range(2):  # DDP reports unused parameters at the second step
-        opt.zero_grad()
-        model(torch.randn(2, 3, 32, 32)).logsumexp(1).mean().backward()
-        opt.step()
-
-
-@pytest.mark.parametrize('name', ['horesnet10_rk4', 'horesnet30_rk8_adaptive', 'horesnet58_lm'])
-def test_ddp_without_find_unused_parameters(name, tmp_path):
-    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0, world_size=1)
-    try:
-        _ddp_steps(name)
-    finally:
-        dist.destroy_process_group()
