@@ -12,6 +12,8 @@ from typing import List, Optional
 COMMANDS = {
     'tour': ('horesnet_timm.tour', 'list the schemes and models with measured sizes and run a training step '
                                    'per scheme (the default command; no download, no GPU)'),
+    'card': ('horesnet_timm.cards', 'render a Hugging Face Hub model card with measured stats'),
+    'hub': ('horesnet_timm.hub', 'publish weights on the Hugging Face Hub (push)'),
 }
 
 
