@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import torch
-
 __all__ = ['EVAL_KEYS', 'load_eval_record', 'tableau', 'render_card']
 
 # an evaluation record: what was measured, on what, and how to reproduce it
@@ -79,18 +77,19 @@ def _scheme_text(model) -> Dict[str, str]:
 
 
 def render_card(
-        model: torch.nn.Module,
+        model,
         repo_id: Optional[str] = None,
         provenance: Optional[str] = None,
         eval_record: Optional[Dict[str, Any]] = None,
         datasets: Optional[list] = None,
-        onnx: bool = False,
+        onnx_input: Optional[str] = None,
 ) -> str:
     """The README.md for `model` (a model made by `timm.create_model`, with its `_model_args`).
 
     provenance: one sentence on where the weights come from (default: untrained).
     eval_record: a dict with EVAL_KEYS (and optionally 'top5'); the only source of metrics.
     datasets: Hub dataset ids for the front matter (the evaluation record's dataset is added).
+    onnx_input: the input of the model.onnx published beside the weights (name and shape), if any.
     """
     from .tour import measure
     name = model.pretrained_cfg['architecture']
@@ -110,10 +109,10 @@ def render_card(
                       + str(eval_record['command']) + '\n```')
     else:
         evaluation = 'No evaluation of these weights was recorded, so this card reports no metric.'
-    if onnx:
+    if onnx_input:
         onnx_usage = (
-            'The repository holds `model.onnx`, exported from these weights (batch dimension dynamic when '
-            'exported so):\n\n```python\nimport onnxruntime as ort\nfrom huggingface_hub import hf_hub_download\n\n'
+            f'The repository holds `model.onnx`, exported from these weights and checked against them with '
+            f'onnxruntime. Its input: {onnx_input}.\n\n```python\nimport onnxruntime as ort\nfrom huggingface_hub import hf_hub_download\n\n'
             f"session = ort.InferenceSession(hf_hub_download('{repo_id}', 'model.onnx'))\n"
             'x = transforms(img).unsqueeze(0).numpy()  # the transforms above\n'
             'logits = session.run(None, {session.get_inputs()[0].name: x})[0]\n```')

@@ -16,11 +16,9 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
-import torch
-
-from .checkpoint import CheckpointError, check_state_dict, checkpoint_meta, load_weights, read_state_dict
+# torch, timm and huggingface_hub are imported where used, so `horesnet --help` stays fast
 
 __all__ = ['HubError', 'Source', 'parse_model_kwargs', 'load_source', 'stage', 'check_folder',
            'push', 'load_from_hub', 'explain_hub_error']
@@ -35,7 +33,7 @@ class HubError(RuntimeError):
 @dataclass
 class Source:
     """A model with its weights and what is known about where they came from."""
-    model: torch.nn.Module
+    model: Any  # a torch.nn.Module made by timm.create_model
     provenance: str
     model_args: Dict[str, Any] = field(default_factory=dict)
     data_config: Dict[str, Any] = field(default_factory=dict)
@@ -64,6 +62,7 @@ def load_source(name: str, checkpoint: Optional[str] = None, model_args: Optiona
     stage count share every key and shape (rk4 and gill4 weights load into each other silently).
     """
     import timm
+    from .checkpoint import CheckpointError, checkpoint_meta, load_weights
     model_args = dict(model_args or {})
     meta = checkpoint_meta(checkpoint) if checkpoint else {}
     if meta.get('arch') and meta['arch'] != name:
@@ -91,40 +90,53 @@ def load_source(name: str, checkpoint: Optional[str] = None, model_args: Optiona
     return Source(model.eval(), text + '.', model_args, meta.get('data_config', {}))
 
 
-def _check_onnx(path: Path, model: torch.nn.Module, x: torch.Tensor) -> None:
-    """An ONNX file is published only if it parses and, where onnxruntime is installed, matches the weights."""
-    data = path.read_bytes()[:1] if path.is_file() else b''
-    if data != b'\x08':  # a serialized ModelProto starts with field 1 (ir_version), a varint
-        raise HubError(f"ONNX file '{path}' is missing, empty or not an ONNX model; export it again")
+def _add_onnx(onnx_path: str, folder: Path) -> str:
+    """Copy an exported ONNX model into `folder` as one self-contained model.onnx.
+
+    torch's exporter may keep the weights in a side file (`<name>.onnx.data`) that the graph names;
+    loading and saving without external data bundles them, so the Hub file works on its own.
+    """
     try:
         import onnx
-        onnx.checker.check_model(str(path))
-    except ImportError:
-        pass
+    except ImportError as e:
+        raise HubError("publishing an ONNX file needs the onnx package: pip install 'horesnet-timm[onnx]'") from e
+    try:
+        model = onnx.load(onnx_path)  # resolves external data relative to the file
+        onnx.checker.check_model(model)
     except Exception as e:
-        raise HubError(f"ONNX file '{path}' is invalid: {e}") from e
+        raise HubError(f"ONNX file '{onnx_path}' cannot be read or is invalid ({type(e).__name__}: {e}); "
+                       f"export it again") from e
+    onnx.save_model(model, str(folder / ONNX), save_as_external_data=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return f"`{model.graph.input[0].name}`, shape ({', '.join(d.dim_param or str(d.dim_value) for d in dims)})"
+
+
+def _check_onnx(path: Path, model, x, source: str) -> None:
+    """The ONNX file must compute what the weights compute (onnxruntime, CPU)."""
+    import torch
     try:
         import onnxruntime
-    except ImportError:
-        return
+    except ImportError as e:
+        raise HubError("checking an ONNX file needs onnxruntime: pip install 'horesnet-timm[onnx]'") from e
     session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     x = x[:1]  # an export may fix the batch size at 1
     got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
     with torch.no_grad():
         want = model(x)
-    if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-4):
-        raise HubError(f"ONNX file '{path}' does not compute what these weights compute (max |diff| "
-                       f"{(got - want).abs().max().item() if got.shape == want.shape else 'shape ' + str(tuple(got.shape))})"
-                       f"; export it from the same checkpoint")
+    diff = (got - want).abs().max().item() if got.shape == want.shape else float('inf')
+    if not diff <= 1e-4 * max(1.0, want.abs().max().item()):
+        raise HubError(f"ONNX file '{source}' does not compute what these weights compute (outputs {tuple(got.shape)} vs "
+                       f"{tuple(want.shape)}, max |diff| {diff:.3g}); export it from the same checkpoint")
 
 
-def check_folder(folder: Path, model: torch.nn.Module) -> float:
+def check_folder(folder: Path, model, onnx_source: Optional[str] = None) -> float:
     """Load `folder` back the way `hf-hub:` will and compare with `model`; returns the max |diff| of outputs.
 
     `local-dir:` reads config.json (architecture, model_args, pretrained_cfg) through the same
     parser as `hf-hub:`, so a missing `scheme=` or a wrong class count shows up here, before upload.
     """
     import timm
+    import torch
     loaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
     want, got = model.state_dict(), loaded.state_dict()
     differ = [k for k in want if k not in got or not torch.equal(want[k], got[k])]
@@ -140,7 +152,7 @@ def check_folder(folder: Path, model: torch.nn.Module) -> float:
                        f"{tuple(a.shape)}, max |diff| {diff:.3g} (architecture {loaded.pretrained_cfg['architecture']}, "
                        f"scheme {getattr(loaded, 'scheme', '?')} vs {getattr(model, 'scheme', '?')}); not publishing")
     if (folder / ONNX).exists():
-        _check_onnx(folder / ONNX, model, x)
+        _check_onnx(folder / ONNX, model, x, onnx_source or str(folder / ONNX))
     return diff
 
 
@@ -157,14 +169,16 @@ def stage(source: Source, folder: str, repo_id: Optional[str] = None, eval_recor
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f'.{folder.name}.', dir=folder.parent))  # same filesystem: rename is atomic
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
         save_for_hf(source.model, work, safe_serialization=True, model_args=source.model_args,
                     data_config=source.data_config or None,
                     model_config={'pretrained_cfg': {'hf_hub_id': repo_id}} if repo_id else None)
-        card = render_card(source.model, repo_id, source.provenance, eval_record, list(datasets), onnx is not None)
+        onnx_input = _add_onnx(onnx, work) if onnx is not None else None
+        card = render_card(source.model, repo_id, source.provenance, eval_record, list(datasets), onnx_input)
         (work / CARD).write_text(card, encoding='utf-8')
-        if onnx is not None:
-            shutil.copyfile(onnx, work / ONNX)
-        check_folder(work, source.model)
+        check_folder(work, source.model, onnx)
         os.rename(work, folder)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -213,30 +227,34 @@ def push(folder: Path, repo_id: str, private: bool = False, revision: Optional[s
                              commit_message=commit_message or f'Add {folder.name} weights (horesnet-timm {__version__})')
 
 
-def load_from_hub(repo_id: str, **kwargs) -> torch.nn.Module:
+def load_from_hub(repo_id: str, **kwargs):
     """`timm.create_model('hf-hub:<repo_id>', pretrained=True, **kwargs)`, with errors that name the file.
 
-    The two files timm needs are fetched first (into the same cache timm then reads), so a missing
-    config.json / model.safetensors or a corrupt weights file is reported by name.
+    The repository's file list is read first, so a missing config.json or model.safetensors is
+    named (timm would report a 404 for pytorch_model.bin, its fallback); the weights are then
+    fetched into the cache timm reads from and checked, so a truncated file is named too.
     """
     import timm
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub import HfApi, hf_hub_download
+    from .checkpoint import CheckpointError, read_state_dict
     repo, _, revision = repo_id.partition('@')
-    paths = {}
-    for filename in (CONFIG, WEIGHTS):
-        try:
-            paths[filename] = hf_hub_download(repo, filename, revision=revision or None, library_name='timm')
-        except EntryNotFoundError as e:
-            raise HubError(f"hf-hub:{repo_id} has no {filename}; a horesnet-timm repository holds {CONFIG} and "
-                           f"{WEIGHTS} (push one with `horesnet hub push`)") from e
-        except Exception as e:
-            message = explain_hub_error(e, repo_id)
-            if message is None:
-                raise
-            raise HubError(message) from e
     try:
-        read_state_dict(paths[WEIGHTS])
+        info = HfApi().model_info(repo, revision=revision or 'main')
+        files = sorted(s.rfilename for s in info.siblings or ())
+        missing = [f for f in (CONFIG, WEIGHTS) if f not in files]
+        if missing:
+            raise HubError(f"hf-hub:{repo_id} has no {' and no '.join(missing)} (it holds {files or 'no files'}); "
+                           f"a horesnet-timm repository holds {CONFIG} and {WEIGHTS}: push one with `horesnet hub push`")
+        weights = hf_hub_download(repo, WEIGHTS, revision=info.sha, library_name='timm')
+    except HubError:
+        raise
+    except Exception as e:
+        message = explain_hub_error(e, repo_id)
+        if message is None:
+            raise
+        raise HubError(message) from e
+    try:
+        read_state_dict(weights)
     except CheckpointError as e:
         raise HubError(f"{WEIGHTS} in hf-hub:{repo_id} cannot be read: {e}") from e
     try:
@@ -272,6 +290,10 @@ def add_arguments(parser) -> None:
                                         'folder, removed afterwards)')
 
 
+def _size(n: int) -> str:
+    return f'{n / 1e6:.1f} MB' if n >= 1e5 else f'{n / 1e3:.1f} kB'
+
+
 def _fail(message: str) -> int:
     print(f'horesnet hub push: {message}', file=sys.stderr, flush=True)
     return 1
@@ -280,6 +302,7 @@ def _fail(message: str) -> int:
 def run(args) -> int:
     from huggingface_hub import get_token
     from .cards import load_eval_record
+    from .checkpoint import CheckpointError
     if args.output_dir and not args.dry_run:
         return _fail('--output-dir goes with --dry-run (a push stages into a temporary folder)')
     if not args.dry_run and not get_token():
@@ -291,7 +314,7 @@ def run(args) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             folder = stage(source, Path(args.output_dir) if args.output_dir else Path(tmp) / args.repo_id.split('/')[-1],
                            args.repo_id, record, args.dataset, args.onnx)
-            files = ', '.join(f'{p.name} ({p.stat().st_size / 1e6:.2f} MB)' for p in sorted(folder.iterdir()))
+            files = ', '.join(f'{p.name} ({_size(p.stat().st_size)})' for p in sorted(folder.iterdir()))
             print(f'staged {files}\nloaded back through timm (local-dir:): weights and outputs identical')
             if args.dry_run:
                 print(f'dry run: nothing uploaded' + (f'; folder at {folder}' if args.output_dir else ''))
