@@ -196,7 +196,7 @@ def explain_hub_error(e: BaseException, repo_id: str) -> Optional[str]:
         return f"revision not found in '{repo_id}' at {endpoint}: {str(e).splitlines()[0]}"
     if isinstance(e, RepositoryNotFoundError):
         return (f"repository '{repo_id}' not found at {endpoint}, or your token may not access it. Check the "
-                f"id (ORG/NAME) and that your token (HF_TOKEN or `hf auth login`) can read and write it.")
+                f"id (ORG/NAME[@revision]) and your token (HF_TOKEN or `hf auth login`).")
     if isinstance(e, EntryNotFoundError):
         return f"a file is missing from '{repo_id}' at {endpoint}: {str(e).splitlines()[0]}"
     if isinstance(e, HfHubHTTPError):
