@@ -34,7 +34,7 @@ class HubError(RuntimeError):
 class Source:
     """A model with its weights and what is known about where they came from."""
     model: Any  # a torch.nn.Module made by timm.create_model
-    provenance: str
+    provenance: Optional[str] = None  # one sentence for the card; None: untrained
     model_args: Dict[str, Any] = field(default_factory=dict)
     data_config: Dict[str, Any] = field(default_factory=dict)
 
@@ -77,8 +77,7 @@ def load_source(name: str, checkpoint: Optional[str] = None, model_args: Optiona
     model_args = {**recorded, **model_args}
     model = timm.create_model(name, **model_args)
     if checkpoint is None:
-        return Source(model.eval(), 'untrained (random initialisation): this card describes the architecture '
-                                    'only.', model_args)
+        return Source(model.eval(), None, model_args)
     load_weights(model, checkpoint, use_ema=use_ema)
     text = f'converted from `{os.path.basename(os.fspath(checkpoint))}`'
     if meta.get('arch'):
