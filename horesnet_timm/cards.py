@@ -49,12 +49,14 @@ def _exact(value) -> str:
 
 
 def tableau(scheme) -> str:
-    """The Butcher tableau as text: c | A rows, then a rule and the weights b."""
-    rows = [[_exact(scheme.c[i])] + [_exact(v) for v in scheme.a[i][:i]] for i in range(scheme.stages)]
+    """The Butcher tableau as text: rows `c_i | a_i1 .. a_i(i-1)`, a rule, then `| b_1 .. b_s`."""
+    s = scheme.stages
+    rows = [[_exact(scheme.c[i])] + [_exact(v) for v in scheme.a[i][:i]] for i in range(s)]
     rows.append([''] + [_exact(v) for v in scheme.b])
-    width = [max(len(r[j]) for r in rows if j < len(r)) for j in range(scheme.stages + 1)]
+    width = [max(len(r[j]) for r in rows if j < len(r)) for j in range(s + 1)]
     line = lambda r: (r[0].rjust(width[0]) + ' | ' + '  '.join(v.ljust(w) for v, w in zip(r[1:], width[1:]))).rstrip()
-    return '\n'.join([line(r) for r in rows[:-1]] + ['-' * (width[0] + 1) + '+' + '-' * (sum(width[1:]) + 2 * scheme.stages - 1), line(rows[-1])])
+    rule = '-' * (width[0] + 1) + '+' + '-' * (sum(width[1:]) + 2 * s - 1)
+    return '\n'.join([line(r) for r in rows[:-1]] + [rule, line(rows[-1])])
 
 
 def _scheme_text(model) -> Dict[str, str]:
@@ -122,8 +124,9 @@ def render_card(
         license=model.pretrained_cfg.get('license', 'apache-2.0'),
         datasets='datasets:\n' + ''.join(f'- {d}\n' for d in datasets) if datasets else '',
         repo_name=repo_id.split('/')[-1], repo_id=repo_id, architecture=name, depth=stats['depth'],
-        summary=(f'An HO-ResNet image classifier ({model.num_classes} classes): residual sub-networks stacked '
-                 f'by the `{model.scheme}` scheme, for timm with the `horesnet-timm` package.'),
+        summary=(f"An {'LM-ResNet' if model.scheme == 'lm' else 'HO-ResNet'} image classifier ({model.num_classes} "
+                 f"classes): residual sub-networks stacked by the `{model.scheme}` scheme, for timm with the "
+                 f"`horesnet-timm` package."),
         model_args=' (' + ', '.join(f'{k}={v!r}' for k, v in model_args.items()) + ')' if model_args else '',
         params_m=f"{stats['params_m']:.2f}", gmacs=f"{stats['gmacs']:.2f}",
         activations_m=f"{stats['activations_m']:.2f}", image_size=stats['input_size'].replace('x', ' x '),
