@@ -112,12 +112,13 @@ def render_card(
     else:
         evaluation = 'No evaluation of these weights was recorded, so this card reports no metric.'
     if onnx_input:
-        onnx_usage = (
-            f'The repository holds `model.onnx`, exported from these weights and checked against them with '
-            f'onnxruntime. Its input: {onnx_input}.\n\n```python\nimport onnxruntime as ort\nfrom huggingface_hub import hf_hub_download\n\n'
-            f"session = ort.InferenceSession(hf_hub_download('{repo_id}', 'model.onnx'))\n"
-            'x = transforms(img).unsqueeze(0).numpy()  # the transforms above\n'
-            'logits = session.run(None, {session.get_inputs()[0].name: x})[0]\n```')
+        onnx_usage = '\n'.join([
+            'The repository holds `model.onnx`, exported from these weights and checked against them with '
+            f'onnxruntime. Its input: {onnx_input}.', '', '```python', 'import onnxruntime as ort',
+            'from huggingface_hub import hf_hub_download', '',
+            f"session = ort.InferenceSession(hf_hub_download('{repo_id}', 'model.onnx'))",
+            'x = transforms(img).unsqueeze(0).numpy()  # the transforms above',
+            'logits = session.run(None, {session.get_inputs()[0].name: x})[0]', '```'])
     else:
         onnx_usage = 'This repository has no `model.onnx`; only the safetensors weights are published.'
     values = dict(

@@ -6,6 +6,7 @@ What we add: a readable error for a missing, truncated or corrupt file, and a ke
 shape-by-shape comparison with the architecture before anything is loaded.
 """
 import argparse
+import contextlib
 import os
 import pickle
 from typing import Any, Dict, Optional
@@ -13,7 +14,8 @@ from typing import Any, Dict, Optional
 import torch
 from timm.models import load_state_dict
 
-__all__ = ['CheckpointError', 'read_state_dict', 'checkpoint_meta', 'checkpoint_arch', 'check_state_dict', 'load_weights']
+__all__ = ['CheckpointError', 'read_state_dict', 'checkpoint_meta', 'checkpoint_arch', 'check_state_dict',
+           'load_weights']
 
 
 class CheckpointError(ValueError):
@@ -57,16 +59,17 @@ _DATA_ARGS = ('input_size', 'img_size', 'mean', 'std', 'crop_pct', 'crop_mode', 
 def checkpoint_meta(path: str) -> Dict[str, Any]:
     """What timm's train.py stored beside the weights; empty for safetensors files and bare state dicts.
 
-    Keys, when recorded: 'arch' (model name), 'epoch', 'ema' (EMA weights present), 'model_args' (`--model-kwargs` plus
-    num_classes / in_chans, as passed to `create_model`), 'data_config' (input size, mean, std, ...),
-    'train_args' (dataset, epochs, seed, ...: provenance for a model card).
+    Keys, when recorded: 'arch' (model name), 'epoch', 'ema' (EMA weights present), 'model_args'
+    (`--model-kwargs` plus num_classes / in_chans, as passed to `create_model`), 'data_config'
+    (input size, mean, std, ...), 'train_args' (dataset, epochs, seed, ...: provenance for a card).
     """
     path = _readable_file(path)
     if path.endswith('.safetensors'):
         return {}
     try:
         # train.py pickles its argparse.Namespace as 'args'; allow that one class and nothing else
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        allow = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
+        with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
             checkpoint = torch.load(path, map_location='meta', weights_only=True)
     except Exception:
         return {}  # read_state_dict reports unreadable files

@@ -124,8 +124,9 @@ def _check_onnx(path: Path, model, x, source: str) -> None:
         want = model(x)
     diff = (got - want).abs().max().item() if got.shape == want.shape else float('inf')
     if not diff <= 1e-4 * max(1.0, want.abs().max().item()):
-        raise HubError(f"ONNX file '{source}' does not compute what these weights compute (outputs {tuple(got.shape)} vs "
-                       f"{tuple(want.shape)}, max |diff| {diff:.3g}); export it from the same checkpoint")
+        raise HubError(f"ONNX file '{source}' does not compute what these weights compute (outputs "
+                       f"{tuple(got.shape)} vs {tuple(want.shape)}, max |diff| {diff:.3g}); export it from the "
+                       f"same checkpoint")
 
 
 def check_folder(folder: Path, model, onnx_source: Optional[str] = None) -> float:
@@ -148,8 +149,9 @@ def check_folder(folder: Path, model, onnx_source: Optional[str] = None) -> floa
     diff = (a - b).abs().max().item() if a.shape == b.shape else float('inf')
     if not diff <= 1e-6 * max(1.0, a.abs().max().item()):
         raise HubError(f"staged folder '{folder}' reloads as a different model: outputs {tuple(b.shape)} vs "
-                       f"{tuple(a.shape)}, max |diff| {diff:.3g} (architecture {loaded.pretrained_cfg['architecture']}, "
-                       f"scheme {getattr(loaded, 'scheme', '?')} vs {getattr(model, 'scheme', '?')}); not publishing")
+                       f"{tuple(a.shape)}, max |diff| {diff:.3g} (architecture "
+                       f"{loaded.pretrained_cfg['architecture']}, scheme {getattr(loaded, 'scheme', '?')} vs "
+                       f"{getattr(model, 'scheme', '?')}); not publishing")
     if (folder / ONNX).exists():
         _check_onnx(folder / ONNX, model, x, onnx_source or str(folder / ONNX))
     return diff
@@ -222,8 +224,8 @@ def push(folder: Path, repo_id: str, private: bool = False, revision: Optional[s
     if revision:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     # upload_folder shows a progress bar per large file unless HF_HUB_DISABLE_PROGRESS_BARS is set
-    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
-                             commit_message=commit_message or f'Add {folder.name} weights (horesnet-timm {__version__})')
+    message = commit_message or f'Add {folder.name} weights (horesnet-timm {__version__})'
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision, commit_message=message)
 
 
 def load_from_hub(repo_id: str, **kwargs):
@@ -243,7 +245,8 @@ def load_from_hub(repo_id: str, **kwargs):
         missing = [f for f in (CONFIG, WEIGHTS) if f not in files]
         if missing:
             raise HubError(f"hf-hub:{repo_id} has no {' and no '.join(missing)} (it holds {files or 'no files'}); "
-                           f"a horesnet-timm repository holds {CONFIG} and {WEIGHTS}: push one with `horesnet hub push`")
+                           f"a horesnet-timm repository holds {CONFIG} and {WEIGHTS}: push one with "
+                           f"`horesnet hub push`")
         weights = hf_hub_download(repo, WEIGHTS, revision=info.sha, library_name='timm')
     except HubError:
         raise
@@ -280,7 +283,8 @@ def add_arguments(parser) -> None:
     p.add_argument('--onnx', help='an exported model.onnx for these weights, published beside them')
     p.add_argument('--eval-json', help='evaluation record for the card (JSON: dataset, split, top1, epochs, seed, '
                                        'command); without one the card reports no metric')
-    p.add_argument('--dataset', action='append', default=[], help='Hub dataset id of the training data (card front matter)')
+    p.add_argument('--dataset', action='append', default=[],
+                   help='Hub dataset id of the training data (card front matter)')
     p.add_argument('--private', action='store_true', help='create the repository as private')
     p.add_argument('--revision', help='branch to commit to (created if missing; default: main)')
     p.add_argument('--commit-message', help='commit message')
@@ -300,8 +304,13 @@ def _fail(message: str) -> int:
 
 def run(args) -> int:
     from huggingface_hub import get_token
+    from huggingface_hub.utils import validate_repo_id
     from .cards import load_eval_record
     from .checkpoint import CheckpointError
+    try:
+        validate_repo_id(args.repo_id)
+    except ValueError as e:
+        return _fail(f'--repo-id {args.repo_id!r} is not a Hub repository id (ORG/NAME): {e}')
     if args.output_dir and not args.dry_run:
         return _fail('--output-dir goes with --dry-run (a push stages into a temporary folder)')
     if not args.dry_run and not get_token():
@@ -311,12 +320,12 @@ def run(args) -> int:
         record = load_eval_record(args.eval_json) if args.eval_json else None
         source = load_source(args.model, args.checkpoint, parse_model_kwargs(args.model_kwargs), args.use_ema)
         with tempfile.TemporaryDirectory() as tmp:
-            folder = stage(source, Path(args.output_dir) if args.output_dir else Path(tmp) / args.repo_id.split('/')[-1],
-                           args.repo_id, record, args.dataset, args.onnx)
+            folder = Path(args.output_dir) if args.output_dir else Path(tmp) / args.repo_id.split('/')[-1]
+            stage(source, folder, args.repo_id, record, args.dataset, args.onnx)
             files = ', '.join(f'{p.name} ({_size(p.stat().st_size)})' for p in sorted(folder.iterdir()))
             print(f'staged {files}\nloaded back through timm (local-dir:): weights and outputs identical')
             if args.dry_run:
-                print(f'dry run: nothing uploaded' + (f'; folder at {folder}' if args.output_dir else ''))
+                print('dry run: nothing uploaded' + (f'; folder at {folder}' if args.output_dir else ''))
                 return 0
             commit = push(folder, args.repo_id, args.private, args.revision, args.commit_message)
     except Exception as e:  # a Hub or network failure first: some are also ValueErrors

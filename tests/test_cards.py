@@ -44,7 +44,8 @@ def test_front_matter_and_no_metric_without_evaluation():
     assert 'datasets' not in meta  # nothing is claimed about data the weights were not shown to come from
     assert 'Top-1' not in card and '94.' not in card and 'this card reports no metric' in card
     assert "**Weights:** untrained (random initialisation)" in card
-    assert "import horesnet_timm" in card and "timm.create_model('hf-hub:org/horesnet58_rk4.cifar10', pretrained=True)" in card
+    assert 'import horesnet_timm' in card
+    assert "timm.create_model('hf-hub:org/horesnet58_rk4.cifar10', pretrained=True)" in card
     assert '### ONNX' in card and '@article{luo2021rethinking' in card and '@inproceedings{lu2018beyond' in card
 
 

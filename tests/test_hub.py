@@ -140,7 +140,8 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys):
     save_file(trained('horesnet18_euler').state_dict(), str(weights))
     assert dry_run('horesnet10_rk4', '--checkpoint', weights, '--repo-id', 'org/x') == 1
     err = capsys.readouterr().err
-    assert 'does not fit horesnet10_rk4: 36 missing, 84 unexpected' in err and 'unexpected: stages.0.blocks.1.subnets.0.' in err
+    assert 'does not fit horesnet10_rk4: 36 missing, 84 unexpected' in err
+    assert 'unexpected: stages.0.blocks.1.subnets.0.' in err
 
 
 def test_checkpoint_trained_with_other_model_kwargs(tmp_path):
@@ -151,9 +152,11 @@ def test_checkpoint_trained_with_other_model_kwargs(tmp_path):
     assert load_source('horesnet10_rk4', checkpoint).model.scheme == 'gill4'
 
 
-def test_missing_checkpoint(tmp_path, capsys):
+def test_missing_checkpoint_and_bad_repo_id(tmp_path, capsys):
     assert dry_run('horesnet10_rk4', '--checkpoint', tmp_path / 'nope.pth.tar', '--repo-id', 'org/x') == 1
     assert 'nope.pth.tar' in capsys.readouterr().err
+    assert dry_run('horesnet10_rk4', '--checkpoint', tmp_path / 'nope.pth.tar', '--repo-id', 'org/a/b') == 1
+    assert "--repo-id 'org/a/b' is not a Hub repository id" in capsys.readouterr().err
 
 
 def test_onnx_joins_the_folder_self_contained(tmp_path, capsys):
@@ -176,7 +179,8 @@ def test_onnx_joins_the_folder_self_contained(tmp_path, capsys):
     assert f"ONNX file '{exported}' does not compute what these weights compute" in capsys.readouterr().err
     # a file that is not ONNX at all
     (tmp_path / 'bad.onnx').write_bytes(b'\x08garbage')
-    assert dry_run('horesnet10_rk4', '--checkpoint', weights, '--repo-id', 'org/x', '--onnx', tmp_path / 'bad.onnx') == 1
+    bad = tmp_path / 'bad.onnx'
+    assert dry_run('horesnet10_rk4', '--checkpoint', weights, '--repo-id', 'org/x', '--onnx', bad) == 1
     assert 'bad.onnx' in capsys.readouterr().err
     assert not (tmp_path / 'o2').exists()
 

@@ -177,8 +177,9 @@ def test_push_refused_by_server(hub, tmp_path):
     save_file(trained('horesnet10_rk4').state_dict(), str(weights))
     env = {k: v for k, v in os.environ.items() if not k.startswith('HF_')}
     env.update(HF_ENDPOINT=hub['url'], HF_HOME=str(tmp_path / 'hf_home'), HF_TOKEN='hf_test', PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, '-m', 'horesnet_timm', 'hub', 'push', 'horesnet10_rk4', '--checkpoint',
-                             str(weights), '--repo-id', 'org/new'], env=env, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, '-m', 'horesnet_timm', 'hub', 'push', 'horesnet10_rk4', '--checkpoint', str(weights),
+               '--repo-id', 'org/new']
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert f"the Hub at {hub['url']} refused the request for 'org/new' (HTTP 405)" in result.stderr
     assert 'Traceback' not in result.stderr
