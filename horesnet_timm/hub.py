@@ -210,7 +210,7 @@ def explain_hub_error(e: BaseException, repo_id: str) -> Optional[str]:
     if isinstance(e, (ConnectionError, TimeoutError)) or type(e).__module__.split('.')[0] in (
             'httpx', 'httpx2', 'requests', 'urllib3'):
         return (f"cannot reach the Hub at {endpoint} ({type(e).__name__}: {e}). Check the network, a proxy, "
-                f"or HF_ENDPOINT; nothing was uploaded")
+                f"or HF_ENDPOINT; no commit was made")
     return None
 
 

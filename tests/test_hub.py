@@ -210,4 +210,4 @@ def test_push_network_failure(tmp_path):
                   HF_ENDPOINT=f'http://127.0.0.1:{port}', HF_TOKEN='hf_test')
     assert result.returncode == 1, result.stderr
     assert f'cannot reach the Hub at http://127.0.0.1:{port}' in result.stderr
-    assert 'nothing was uploaded' in result.stderr and 'Traceback' not in result.stderr
+    assert 'no commit was made' in result.stderr and 'Traceback' not in result.stderr
