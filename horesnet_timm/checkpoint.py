@@ -5,14 +5,17 @@ pickle code runs; it picks `state_dict_ema` / `state_dict` and strips `module.` 
 What we add: a readable error for a missing, truncated or corrupt file, and a key-by-key and
 shape-by-shape comparison with the architecture before anything is loaded.
 """
+import argparse
+import contextlib
 import os
 import pickle
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from timm.models import load_state_dict
 
-__all__ = ['CheckpointError', 'read_state_dict', 'checkpoint_arch', 'check_state_dict', 'load_weights']
+__all__ = ['CheckpointError', 'read_state_dict', 'checkpoint_meta', 'checkpoint_arch', 'check_state_dict',
+           'load_weights']
 
 
 class CheckpointError(ValueError):
@@ -48,16 +51,46 @@ def read_state_dict(path: str, use_ema: bool = True) -> Dict[str, torch.Tensor]:
     return state_dict
 
 
-def checkpoint_arch(path: str) -> Optional[str]:
-    """The model name timm's train.py stored in its checkpoint ('arch'), or None (e.g. safetensors)."""
+# train.py's arguments that rebuild the model, and those that describe its input data
+_MODEL_ARGS = ('num_classes', 'in_chans')
+_DATA_ARGS = ('input_size', 'img_size', 'mean', 'std', 'crop_pct', 'crop_mode', 'interpolation')
+
+
+def checkpoint_meta(path: str) -> Dict[str, Any]:
+    """What timm's train.py stored beside the weights; empty for safetensors files and bare state dicts.
+
+    Keys, when recorded: 'arch' (model name), 'epoch', 'ema' (EMA weights present), 'model_args'
+    (`--model-kwargs` plus num_classes / in_chans, as passed to `create_model`), 'data_config'
+    (input size, mean, std, ...), 'train_args' (dataset, epochs, seed, ...: provenance for a card).
+    """
     path = _readable_file(path)
     if path.endswith('.safetensors'):
-        return None
+        return {}
     try:
-        checkpoint = torch.load(path, map_location='meta', weights_only=True)
+        # train.py pickles its argparse.Namespace as 'args'; allow that one class and nothing else
+        allow = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
+        with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
+            checkpoint = torch.load(path, map_location='meta', weights_only=True)
     except Exception:
-        return None  # read_state_dict reports unreadable files
-    return checkpoint.get('arch') if isinstance(checkpoint, dict) else None
+        return {}  # read_state_dict reports unreadable files
+    if not isinstance(checkpoint, dict):
+        return {}
+    meta = {k: checkpoint[k] for k in ('arch', 'epoch') if checkpoint.get(k) is not None}
+    meta['ema'] = any(checkpoint.get(k) for k in ('state_dict_ema', 'model_ema'))  # what timm's loader prefers
+    args = vars(checkpoint['args']) if isinstance(checkpoint.get('args'), argparse.Namespace) else {}
+    if args:
+        model_args = dict(args.get('model_kwargs') or {})
+        model_args.update({k: args[k] for k in _MODEL_ARGS if args.get(k) is not None})
+        meta['model_args'] = model_args
+        meta['data_config'] = {k: args[k] for k in _DATA_ARGS if args.get(k) is not None}
+        meta['train_args'] = {k: args[k] for k in ('dataset', 'epochs', 'seed', 'lr', 'batch_size')
+                              if args.get(k) not in (None, '')}
+    return meta
+
+
+def checkpoint_arch(path: str) -> Optional[str]:
+    """The model name timm's train.py stored in its checkpoint ('arch'), or None (e.g. safetensors)."""
+    return checkpoint_meta(path).get('arch')
 
 
 def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str = 'checkpoint') -> None:

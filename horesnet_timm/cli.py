@@ -14,6 +14,8 @@ COMMANDS = {
                                    'per scheme (the default command; no download, no GPU)'),
     'run': ('horesnet_timm.launch', "run a timm script (validate.py, inference.py, benchmark.py, ...) with the "
                                     "horesnet models registered"),
+    'card': ('horesnet_timm.cards', 'render a Hugging Face Hub model card with measured stats'),
+    'hub': ('horesnet_timm.hub', 'publish weights on the Hugging Face Hub (push)'),
 }
 
 

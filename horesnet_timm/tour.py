@@ -18,19 +18,31 @@ def scheme_rows() -> List[Dict]:
             for name, s in ((n, get_scheme(n)) for n in list_schemes())]
 
 
-def measure(name: str, **kwargs) -> Dict:
+def measure(name: str, activations: bool = False, **kwargs) -> Dict:
     """Parameters, and multiply-accumulates of conv and linear layers at the default input size,
-    counted on the meta device (shapes only, no weights allocated)."""
+    counted on the meta device (shapes only, no weights allocated).
+
+    `activations` adds 'activations_m': the output elements of every conv and linear layer, in
+    millions, the quantity timm's model cards report as "Activations (M)".
+    """
     model = timm.create_model(name, device='meta', **kwargs)
     x = torch.empty(1, *model.pretrained_cfg['input_size'], device='meta')
+    outputs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o.numel())) for m in model.modules()
+             if activations and isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     with FlopCounterMode(display=False) as counter:
         model(x)
-    return dict(
+    for hook in hooks:
+        hook.remove()
+    row = dict(
         model=name, scheme=model.scheme, depth=model.depth,
         params_m=sum(p.numel() for p in model.parameters()) / 1e6,
         gmacs=counter.get_total_flops() / 2e9,
         input_size='x'.join(map(str, model.pretrained_cfg['input_size'][1:])),
     )
+    if activations:
+        row['activations_m'] = sum(outputs) / 1e6
+    return row
 
 
 def model_rows(pattern: str = 'horesnet*') -> List[Dict]:

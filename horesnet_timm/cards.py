@@ -1,0 +1,167 @@
+"""Model cards for the Hub, in the layout of timm's own cards, rendered from `hub_cards/model_card.md`.
+
+Everything a card states is measured or recorded, never typed in: the stats are counted on the
+model when the card is rendered, the scheme's tableau is printed from its exact coefficients, and
+accuracy appears only from an evaluation record the caller passes (`EVAL_KEYS`). Without one the
+card says where the weights came from and that they were not evaluated.
+"""
+import json
+import string
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+__all__ = ['EVAL_KEYS', 'load_eval_record', 'tableau', 'render_card']
+
+# an evaluation record: what was measured, on what, and how to reproduce it
+EVAL_KEYS = ('dataset', 'split', 'top1', 'epochs', 'seed', 'command')
+DEFAULT_REPO_ORG = 'ORG'  # placeholder owner when a card is rendered before a repository id is chosen
+
+
+def _template() -> str:
+    try:  # installed: the wheel maps hub_cards/ to the package horesnet_timm.hub_cards
+        from importlib.resources import files
+        return files('horesnet_timm.hub_cards').joinpath('model_card.md').read_text(encoding='utf-8')
+    except ModuleNotFoundError:  # a source checkout on sys.path
+        return (Path(__file__).resolve().parents[1] / 'hub_cards' / 'model_card.md').read_text(encoding='utf-8')
+
+
+def load_eval_record(path: str) -> Dict[str, Any]:
+    """Read an evaluation record (JSON); refuse one that lacks any of EVAL_KEYS."""
+    try:
+        record = json.loads(Path(path).read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read evaluation record '{path}': {e}") from e
+    missing = [k for k in EVAL_KEYS if not isinstance(record, dict) or record.get(k) in (None, '')]
+    if missing:
+        raise ValueError(f"evaluation record '{path}' lacks {', '.join(missing)}; a card reports a metric only "
+                         f"with the dataset, split, epochs, seed and command that produced it")
+    return record
+
+
+def _exact(value) -> str:
+    """'1/6', or p + q*sqrt(d) written as '1/3 - 1/6*sqrt(2)' / '-1/2*sqrt(2)'."""
+    p, q, d = (getattr(value, k, None) for k in 'pqd')
+    if not q:
+        return str(p if p is not None else value)
+    surd = f'{abs(q)}*sqrt({d})'
+    return (f'{p} {"-" if q < 0 else "+"} ' if p else '-' if q < 0 else '') + surd
+
+
+def tableau(scheme) -> str:
+    """The Butcher tableau as text: rows `c_i | a_i1 .. a_i(i-1)`, a rule, then `| b_1 .. b_s`."""
+    s = scheme.stages
+    rows = [[_exact(scheme.c[i])] + [_exact(v) for v in scheme.a[i][:i]] for i in range(s)]
+    rows.append([''] + [_exact(v) for v in scheme.b])
+    width = [max(len(r[j]) for r in rows if j < len(r)) for j in range(s + 1)]
+    line = lambda r: (r[0].rjust(width[0]) + ' | ' + '  '.join(v.ljust(w) for v, w in zip(r[1:], width[1:]))).rstrip()
+    rule = '-' * (width[0] + 1) + '+' + '-' * (sum(width[1:]) + 2 * s - 1)
+    return '\n'.join([line(r) for r in rows[:-1]] + [rule, line(rows[-1])])
+
+
+def _scheme_text(model) -> Dict[str, str]:
+    from .schemes import get_scheme
+    scheme = get_scheme(model.scheme)
+    if scheme.multistep:
+        explanation = (
+            'Each block mixes in the previous block\'s input: u_{n+1} = (1 - k_n) u_n + k_n u_{n-1} + F_n(u_n), '
+            'one learnable k_n per block (Lu et al. 2018);\nthe first block of a stage has no u_{n-1} and is '
+            'a plain residual (Euler) step, whose one-stage tableau is below.')
+    else:
+        adaptive = any(getattr(m, 'step_size', None) is not None for m in model.modules())
+        explanation = (
+            f'Each block combines {scheme.stages} sub-networks F_i, each with its own weights, as an explicit '
+            f'order-{scheme.order} Runge-Kutta step: k_i = F_i(x + h sum_j a_ij k_j), y = x + h sum_i b_i k_i;\n'
+            + ('h is learned, one per block, initialised to 1 (the paper\'s "adaptive" variant).' if adaptive else
+               'h = 1, so the block has exactly the weights of the same number of plain residual blocks.'))
+    return dict(scheme_title=f'`{scheme.name}`, {scheme.title}', scheme_explanation=explanation,
+                tableau=tableau(scheme))
+
+
+def render_card(
+        model,
+        repo_id: Optional[str] = None,
+        provenance: Optional[str] = None,
+        eval_record: Optional[Dict[str, Any]] = None,
+        datasets: Optional[list] = None,
+        onnx_input: Optional[str] = None,
+) -> str:
+    """The README.md for `model` (a model made by `timm.create_model`, with its `_model_args`).
+
+    provenance: one sentence on where the weights come from (default: untrained).
+    eval_record: a dict with EVAL_KEYS (and optionally 'top5'); the only source of metrics.
+    datasets: Hub dataset ids for the front matter (the evaluation record's dataset is added).
+    onnx_input: the input of the model.onnx published beside the weights (name and shape), if any.
+    """
+    from .tour import measure
+    name = model.pretrained_cfg['architecture']
+    model_args = {k: v for k, v in getattr(model, '_model_args', {}).items() if k not in ('device', 'dtype')}
+    # measure the architecture that will be published: same kwargs, at the input size it is configured for
+    stats = measure(name, activations=True, **model_args)
+    repo_id = repo_id or f'{DEFAULT_REPO_ORG}/{name}'
+    datasets = list(dict.fromkeys([d.lower() for d in (datasets or [])]
+                                  + ([str(eval_record['dataset']).lower()] if eval_record else [])))
+    if eval_record:
+        cells = [('Dataset', eval_record['dataset']), ('Split', eval_record['split']),
+                 ('Top-1 (%)', eval_record['top1'])] + ([('Top-5 (%)', eval_record['top5'])]
+                                                        if eval_record.get('top5') is not None else []) + [
+            ('Epochs', eval_record['epochs']), ('Seed', eval_record['seed'])]
+        evaluation = ('| ' + ' | '.join(k for k, _ in cells) + ' |\n|' + '---|' * len(cells) + '\n| '
+                      + ' | '.join(str(v) for _, v in cells) + ' |\n\nReproduce with:\n\n```\n'
+                      + str(eval_record['command']) + '\n```')
+    else:
+        evaluation = 'No evaluation of these weights was recorded, so this card reports no metric.'
+    if onnx_input:
+        onnx_usage = '\n'.join([
+            'The repository holds `model.onnx`, exported from these weights and checked against them with '
+            f'onnxruntime. Its input: {onnx_input}.', '', '```python', 'import onnxruntime as ort',
+            'from huggingface_hub import hf_hub_download', '',
+            f"session = ort.InferenceSession(hf_hub_download('{repo_id}', 'model.onnx'))",
+            'x = transforms(img).unsqueeze(0).numpy()  # the transforms above',
+            'logits = session.run(None, {session.get_inputs()[0].name: x})[0]', '```'])
+    else:
+        onnx_usage = 'This repository has no `model.onnx`; only the safetensors weights are published.'
+    values = dict(
+        license=model.pretrained_cfg.get('license', 'apache-2.0'),
+        datasets='datasets:\n' + ''.join(f'- {d}\n' for d in datasets) if datasets else '',
+        repo_name=repo_id.split('/')[-1], repo_id=repo_id, architecture=name, depth=stats['depth'],
+        summary=(f"An {'LM-ResNet' if model.scheme == 'lm' else 'HO-ResNet'} image classifier ({model.num_classes} "
+                 f"classes): residual sub-networks stacked by the `{model.scheme}` scheme, for timm with the "
+                 f"`horesnet-timm` package."),
+        model_args=' (' + ', '.join(f'{k}={v!r}' for k, v in model_args.items()) + ')' if model_args else '',
+        params_m=f"{stats['params_m']:.2f}", gmacs=f"{stats['gmacs']:.2f}",
+        activations_m=f"{stats['activations_m']:.2f}", image_size=stats['input_size'].replace('x', ' x '),
+        provenance=provenance or 'untrained (random initialisation): this card describes the architecture only.',
+        evaluation=evaluation, onnx_usage=onnx_usage, **_scheme_text(model),
+    )
+    return string.Template(_template()).substitute(values)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument('model', help='registered model name, e.g. horesnet58_rk4')
+    parser.add_argument('-o', '--output', help='write the card to this file (default: print it)')
+    parser.add_argument('--checkpoint', help='weights the card describes (.safetensors or a train.py checkpoint); '
+                                             'their provenance goes into the card')
+    parser.add_argument('--model-kwargs', nargs='*', default=[], metavar='KEY=VALUE',
+                        help='create_model arguments, e.g. scheme=gill4 num_classes=100')
+    parser.add_argument('--repo-id', help='Hub repository the card is for (used in the usage snippets)')
+    parser.add_argument('--eval-json', help='evaluation record (JSON with ' + ', '.join(EVAL_KEYS)
+                                            + '); the only way a metric gets into the card')
+    parser.add_argument('--dataset', action='append', default=[], help='Hub dataset id the weights were trained on')
+
+
+def run(args) -> int:
+    from .hub import load_source, parse_model_kwargs
+    try:
+        source = load_source(args.model, args.checkpoint, parse_model_kwargs(args.model_kwargs))
+        record = load_eval_record(args.eval_json) if args.eval_json else None
+        text = render_card(source.model, args.repo_id, source.provenance, record, args.dataset)
+    except (ValueError, FileNotFoundError) as e:  # CheckpointError is a ValueError
+        print(f'horesnet card: {e}', file=sys.stderr, flush=True)
+        return 1
+    if args.output:
+        Path(args.output).write_text(text, encoding='utf-8')
+        print(f'wrote {args.output}')
+    else:
+        print(text, end='')
+    return 0

@@ -1,0 +1,213 @@
+"""Staging for the Hub: every scheme family round-trips through timm's `local-dir:` loader, the
+config carries non-default arguments, and every bad input is refused by name with nothing left behind.
+
+The download from a real Hub server is tests/test_hub_roundtrip.py.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import horesnet_timm  # noqa: F401
+from horesnet_timm.checkpoint import CheckpointError
+from horesnet_timm.cli import main
+from horesnet_timm.hub import HubError, Source, load_source, stage
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def trained(name, **kwargs):
+    """A model whose every float tensor (BN statistics, zero-init weights) is non-trivial."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, **kwargs)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.randn_like(t) * 0.05 + (1.0 if t.ndim == 1 else 0.0))
+    return model.eval()
+
+
+def train_py_checkpoint(path, model, arch, model_kwargs=None, num_classes=None):
+    """The layout timm's train.py CheckpointSaver writes, including its pickled argparse.Namespace."""
+    namespace = argparse.Namespace(model=arch, model_kwargs=model_kwargs or {}, num_classes=num_classes, in_chans=None,
+                                   dataset='torch/cifar10', epochs=300, seed=42, input_size=None, img_size=None,
+                                   mean=None, std=None, crop_pct=None, interpolation='')
+    torch.save({'epoch': 299, 'arch': arch, 'args': namespace, 'version': 2, 'metric': 94.8,
+                'state_dict': {'module.' + k: v for k, v in model.state_dict().items()},
+                'state_dict_ema': model.state_dict()}, path)
+    return str(path)
+
+
+def outputs(model, input_size=(3, 32, 32)):
+    x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def dry_run(*argv):
+    return main(['hub', 'push', *map(str, argv), '--dry-run'])
+
+
+# one model per scheme family, and one of the ImageNet layout
+FAMILIES = ['horesnet10_euler', 'horesnet10_midpoint', 'horesnet10_rk4', 'horesnet30_rk8',
+            'horesnet30_rk8_adaptive', 'horesnet58_lm', 'horesnet32i_rk4']
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_dry_run_loads_back_identically(tmp_path, name, capsys):
+    source = trained(name)
+    checkpoint = tmp_path / 'weights.safetensors'
+    save_file(source.state_dict(), str(checkpoint))
+    out = tmp_path / 'staged'
+    assert dry_run(name, '--checkpoint', checkpoint, '--repo-id', f'org/{name}.test', '--output-dir', out) == 0
+    assert 'weights and outputs identical' in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']  # no pickle
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
+    input_size = source.pretrained_cfg['input_size']
+    assert torch.equal(outputs(loaded, input_size), outputs(source, input_size))
+    assert loaded.scheme == source.scheme
+    if name.endswith('_adaptive'):
+        assert any(n.endswith('step_size') for n, _ in loaded.named_parameters())
+
+
+def test_config_records_scheme_classes_and_hub_id(tmp_path):
+    """A train.py checkpoint made with --model-kwargs scheme=gill4 --num-classes 100 is published as such."""
+    source = trained('horesnet10_rk4', scheme='gill4', num_classes=100)
+    checkpoint = train_py_checkpoint(tmp_path / 'model_best.pth.tar', source, 'horesnet10_rk4',
+                                     {'scheme': 'gill4'}, num_classes=100)
+    out = tmp_path / 'staged'
+    assert dry_run('horesnet10_rk4', '--checkpoint', checkpoint, '--repo-id', 'org/h10.c100', '--output-dir', out) == 0
+    config = json.loads((out / 'config.json').read_text())
+    assert config['architecture'] == 'horesnet10_rk4' and config['num_classes'] == 100
+    assert config['model_args']['scheme'] == 'gill4' and config['model_args']['num_classes'] == 100
+    cfg = config['pretrained_cfg']
+    assert cfg['num_classes'] == 100 and cfg['hf_hub_id'] == 'org/h10.c100'
+    assert cfg['input_size'] == [3, 32, 32] and cfg['mean'] == [0.4914, 0.4822, 0.4465] and cfg['crop_pct'] == 1.0
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
+    assert loaded.scheme == 'gill4' and loaded.num_classes == 100
+    assert torch.equal(outputs(loaded), outputs(source))
+    card = (out / 'README.md').read_text()
+    assert 'epoch 299, EMA weights' in card and 'model_best.pth.tar' in card and 'scheme=\'gill4\'' in card
+
+
+def test_refuses_folder_that_reloads_differently(tmp_path):
+    """rk4 and gill4 share every key and shape: a config without scheme= would load the wrong wiring."""
+    model = trained('horesnet10_rk4', scheme='gill4')
+    model._model_args = {}  # as if the scheme had not been recorded
+    out = tmp_path / 'staged'
+    with pytest.raises(HubError, match=r'reloads as a different model.*scheme rk4 vs gill4'):
+        stage(Source(model, 'test'), out, 'org/x')
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary twin
+
+
+def test_existing_output_dir_is_not_touched(tmp_path, capsys):
+    checkpoint = tmp_path / 'w.safetensors'
+    save_file(trained('horesnet10_rk4').state_dict(), str(checkpoint))
+    (tmp_path / 'out').mkdir()
+    (tmp_path / 'out' / 'keep.txt').write_text('mine')
+    assert dry_run('horesnet10_rk4', '--checkpoint', checkpoint, '--repo-id', 'org/x', '--output-dir',
+                   tmp_path / 'out') == 1
+    assert 'already exists' in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / 'out').iterdir()] == ['keep.txt']
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'garbage'])
+def test_corrupt_safetensors_named(tmp_path, capsys, damage):
+    checkpoint = tmp_path / 'model.safetensors'
+    save_file(trained('horesnet10_rk4').state_dict(), str(checkpoint))
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2] if damage == 'truncated' else os.urandom(256))
+    assert dry_run('horesnet10_rk4', '--checkpoint', checkpoint, '--repo-id', 'org/x',
+                   '--output-dir', tmp_path / 'out') == 1
+    err = capsys.readouterr().err
+    assert str(checkpoint) in err and ('truncated' in err or 'corrupt' in err)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_checkpoint_of_another_architecture(tmp_path, capsys):
+    # a train.py checkpoint says what it was trained as
+    checkpoint = train_py_checkpoint(tmp_path / 'last.pth.tar', trained('horesnet18_euler'), 'horesnet18_euler')
+    assert dry_run('horesnet10_rk4', '--checkpoint', checkpoint, '--repo-id', 'org/x') == 1
+    assert "trained as 'horesnet18_euler', not 'horesnet10_rk4'" in capsys.readouterr().err
+    # a bare safetensors file does not: every key and shape that does not fit is named
+    weights = tmp_path / 'w.safetensors'
+    save_file(trained('horesnet18_euler').state_dict(), str(weights))
+    assert dry_run('horesnet10_rk4', '--checkpoint', weights, '--repo-id', 'org/x') == 1
+    err = capsys.readouterr().err
+    assert 'does not fit horesnet10_rk4: 36 missing, 84 unexpected' in err
+    assert 'unexpected: stages.0.blocks.1.subnets.0.' in err
+
+
+def test_checkpoint_trained_with_other_model_kwargs(tmp_path):
+    checkpoint = train_py_checkpoint(tmp_path / 'c.pth.tar', trained('horesnet10_rk4', scheme='gill4'),
+                                     'horesnet10_rk4', {'scheme': 'gill4'})
+    with pytest.raises(CheckpointError, match=r"scheme='rk38' \(checkpoint: 'gill4'\)"):
+        load_source('horesnet10_rk4', checkpoint, {'scheme': 'rk38'})
+    assert load_source('horesnet10_rk4', checkpoint).model.scheme == 'gill4'
+
+
+def test_missing_checkpoint_and_bad_repo_id(tmp_path, capsys):
+    assert dry_run('horesnet10_rk4', '--checkpoint', tmp_path / 'nope.pth.tar', '--repo-id', 'org/x') == 1
+    assert 'nope.pth.tar' in capsys.readouterr().err
+    assert dry_run('horesnet10_rk4', '--checkpoint', tmp_path / 'nope.pth.tar', '--repo-id', 'org/a/b') == 1
+    assert "--repo-id 'org/a/b' is not a Hub repository id" in capsys.readouterr().err
+
+
+def test_onnx_joins_the_folder_self_contained(tmp_path, capsys):
+    model = trained('horesnet10_rk4')
+    weights = tmp_path / 'w.safetensors'
+    save_file(model.state_dict(), str(weights))
+    exported = tmp_path / 'export' / 'horesnet10_rk4.onnx'
+    exported.parent.mkdir()
+    torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(exported), dynamo=True, verbose=False)
+    out = tmp_path / 'staged'
+    assert dry_run('horesnet10_rk4', '--checkpoint', weights, '--repo-id', 'org/x', '--output-dir', out,
+                   '--onnx', exported) == 0
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.onnx', 'model.safetensors']
+    assert 'hf_hub_download(\'org/x\', \'model.onnx\')' in (out / 'README.md').read_text()
+    # weights that the ONNX file was not exported from are refused, by file name
+    other = tmp_path / 'other.safetensors'
+    save_file({**model.state_dict(), 'fc.bias': model.fc.bias.detach() + 1}, str(other))
+    assert dry_run('horesnet10_rk4', '--checkpoint', other, '--repo-id', 'org/x', '--output-dir', tmp_path / 'o2',
+                   '--onnx', exported) == 1
+    assert f"ONNX file '{exported}' does not compute what these weights compute" in capsys.readouterr().err
+    # a file that is not ONNX at all
+    (tmp_path / 'bad.onnx').write_bytes(b'\x08garbage')
+    bad = tmp_path / 'bad.onnx'
+    assert dry_run('horesnet10_rk4', '--checkpoint', weights, '--repo-id', 'org/x', '--onnx', bad) == 1
+    assert 'bad.onnx' in capsys.readouterr().err
+    assert not (tmp_path / 'o2').exists()
+
+
+def _cli(tmp_path, *argv, **env):
+    """`horesnet hub push` in a fresh process: huggingface_hub reads HF_ENDPOINT and HF_HOME at import."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith('HF_')}
+    environ.update(HF_HOME=str(tmp_path / 'hf_home'), PYTHONPATH=ROOT, **env)
+    return subprocess.run([sys.executable, '-m', 'horesnet_timm', 'hub', 'push', *map(str, argv)],
+                          env=environ, capture_output=True, text=True, timeout=300)
+
+
+def test_push_without_token(tmp_path):
+    result = _cli(tmp_path, 'horesnet10_rk4', '--checkpoint', tmp_path / 'w.safetensors', '--repo-id', 'org/x')
+    assert result.returncode == 1
+    assert 'no Hugging Face token' in result.stderr and 'hf auth login' in result.stderr and 'HF_TOKEN' in result.stderr
+
+
+def test_push_network_failure(tmp_path):
+    import socket
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    weights = tmp_path / 'w.safetensors'
+    save_file(trained('horesnet10_rk4').state_dict(), str(weights))
+    result = _cli(tmp_path, 'horesnet10_rk4', '--checkpoint', weights, '--repo-id', 'org/x',
+                  HF_ENDPOINT=f'http://127.0.0.1:{port}', HF_TOKEN='hf_test')
+    assert result.returncode == 1, result.stderr
+    assert f'cannot reach the Hub at http://127.0.0.1:{port}' in result.stderr
+    assert 'no commit was made' in result.stderr and 'Traceback' not in result.stderr
