@@ -12,6 +12,10 @@ from typing import List, Optional
 COMMANDS = {
     'tour': ('horesnet_timm.tour', 'list the schemes and models with measured sizes and run a training step '
                                    'per scheme (the default command; no download, no GPU)'),
+    'export': ('horesnet_timm.onnx_export', 'export a model to ONNX with its preprocessing metadata, verified '
+                                            'against PyTorch in onnxruntime'),
+    'predict': ('horesnet_timm.predict', 'classify images with an exported ONNX file (onnxruntime, numpy and '
+                                         'pillow only)'),
 }
 
 
