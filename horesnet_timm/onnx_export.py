@@ -138,23 +138,18 @@ def _check_destination(output: str) -> str:
     return directory
 
 
-def _export_fp32(model, path: str, input_size, opset: int, dynamic_batch: bool, dynamic_size: bool, batch_size: int):
+def _export(model, path: str, input_size, opset: int, dynamic_batch: bool, dynamic_size: bool, batch_size: int,
+            half: bool = False):
+    import copy
     import torch
+    if half:  # the graph PyTorch runs in fp16: fp16 I/O and convs, stage combinations in fp32 (blocks._lift)
+        model = copy.deepcopy(model).half()
     axes = ({0: 'batch'} if dynamic_batch else {}) | ({2: 'height', 3: 'width'} if dynamic_size else {})
     # torch.export specialises a dimension seen as 1, so trace a dynamic batch at 2
-    x = torch.randn(2 if dynamic_batch else batch_size, *input_size)
+    x = torch.randn(2 if dynamic_batch else batch_size, *input_size, dtype=torch.float16 if half else torch.float32)
     torch.onnx.export(
         model, (x,), path, input_names=['input'], output_names=['logits'], opset_version=opset,
         dynamo=True, dynamic_shapes=(axes,) if axes else None, optimize=True, external_data=False, verbose=False)
-
-
-def _to_fp16(src: str, dst: str) -> None:
-    import onnx
-    from onnxruntime.transformers import float16
-    # fp16 convs, fp32 stage combinations (Add/Mul/Sub), as blocks.py does under autocast, and
-    # fp32 input/output so the runner is the same for every precision
-    model = float16.convert_float_to_float16(onnx.load(src), keep_io_types=True, op_block_list=['Add', 'Mul', 'Sub'])
-    onnx.save(model, dst)
 
 
 def _to_int8(src: str, dst: str, calibration: np.ndarray) -> None:
@@ -180,10 +175,11 @@ def _session(path: str):
 def _compare(model, session, cases: Dict[str, np.ndarray]) -> List[Dict]:
     import torch
     rows = []
+    dtype = np.float16 if session.get_inputs()[0].type == 'tensor(float16)' else np.float32
     for name, x in cases.items():
         with torch.no_grad():
             ref = model(torch.from_numpy(x)).numpy()
-        out = session.run(None, {'input': x})[0]
+        out = session.run(None, {'input': x.astype(dtype)})[0].astype(np.float32)
         err = float(np.abs(out - ref).max())
         scale = float(np.abs(ref).max())
         rows.append(dict(case=name, batch=len(x), max_abs=err, max_rel=err / max(scale, 1e-12), max_logit=scale,
@@ -255,13 +251,10 @@ def export_onnx(
     os.close(fd)
     try:
         with tempfile.TemporaryDirectory(prefix='horesnet-export-') as work:
-            fp32 = os.path.join(work, 'fp32.onnx')
-            _export_fp32(model, fp32, input_size, opset, dynamic_batch, dynamic_size, batch_size)
+            fp32 = os.path.join(work, 'model.onnx')
+            _export(model, fp32, input_size, opset, dynamic_batch, dynamic_size, batch_size, half=precision == 'fp16')
             samples = list(images) + synthetic_images(work)
-            if precision == 'fp16':
-                _to_fp16(fp32, fp32 + '.fp16')
-                fp32 += '.fp16'
-            elif precision == 'int8':
+            if precision == 'int8':
                 calibration = synthetic_images(work, count=16, seed=1)  # other images than the verification's
                 cfg = {k: json.loads(metadata[k]) if k != 'interpolation' else metadata[k]
                        for k in ('input_size', 'mean', 'std', 'crop_pct', 'interpolation')}
@@ -301,7 +294,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='fix the batch axis at --batch-size (default: dynamic)')
     parser.add_argument('--dynamic-size', action='store_true', help='dynamic height and width')
     parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
-                        help='fp32 (default), fp16 (fp16 convs, fp32 I/O and stage combinations), '
+                        help='fp32 (default), fp16 (the model in half: fp16 I/O and convs, stage combinations in fp32), '
                              'int8 (onnxruntime static QDQ quantisation, calibrated on images)')
     parser.add_argument('--batch-size', type=int, default=8, help='the larger verification batch; the fixed batch '
                                                                   'with --static-batch (default 8)')

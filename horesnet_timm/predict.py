@@ -111,9 +111,11 @@ class Predictor:
         self.input = self.session.get_inputs()[0]
         batch = self.input.shape[0]
         self.max_batch = batch if isinstance(batch, int) else None  # a static batch axis fixes the batch
+        self.dtype = np.float16 if self.input.type == 'tensor(float16)' else np.float32  # fp16 exports take fp16
         self.labels = self.metadata.get('labels')
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
+        batch = batch.astype(self.dtype)
         if self.max_batch and len(batch) < self.max_batch:  # pad a static-batch model's last batch
             pad = np.zeros((self.max_batch - len(batch),) + batch.shape[1:], batch.dtype)
             return self.session.run(None, {self.input.name: np.concatenate([batch, pad])})[0][:len(batch)]
