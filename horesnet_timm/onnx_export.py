@@ -1,22 +1,24 @@
 """Export a model to ONNX with the metadata deployment needs, and prove it computes what PyTorch does.
 
-Exporter: `torch.onnx.export(dynamo=True)` (torch.export + onnxscript), torch's default since 2.9.
-Measured against the TorchScript exporter (`dynamo=False`) on every scheme family, both are exact
-to fp32 round-off, but the dynamo graph is the cleaner one: its onnxscript optimiser folds each
-BatchNorm that follows a conv into it and drops the no-op fp32 casts of the stage combinations
-(blocks.py's `_lift`), where TorchScript leaves one Cast and one Constant per stage. It traces
-LM blocks (which return a tuple) and the learnable step sizes of `_adaptive` models as plain
-tensors. The TorchScript exporter is deprecated upstream.
+Exporter: `torch.onnx.export(dynamo=True)` (torch.export + onnxscript), torch's default since 2.9;
+the TorchScript exporter (`dynamo=False`) is deprecated upstream. Both were measured on every
+scheme family: both are exact to fp32 round-off and both fold each BatchNorm that follows a conv
+(the first BN of a pre-activation sub-network follows an add and a ReLU and cannot be folded),
+but TorchScript also writes the no-op fp32 casts of the stage combinations (blocks._lift, 28 in
+horesnet58_rk4) and one Constant node per coefficient, where dynamo's onnxscript optimiser leaves
+none. Dynamo traces LM blocks (which return a tuple) and the `_adaptive` step sizes as plain
+tensors. It exports more slowly (about 12 s against 4 s for horesnet58_rk4 on 2 cores).
 
-Verification (on by default, `--no-verify` skips it): onnx.checker, then onnxruntime against the
-PyTorch model at batch 1 and a larger batch, on random inputs and on images decoded and
-preprocessed exactly as `horesnet predict` does (PNG/JPEG files: structured synthetic images made
-here, no download, plus any `--images`). Tolerance for fp32: max |logit error| <= 1e-4 *
-max(1, max |logit|), i.e. 1e-4 absolute for trained models, whose logits are O(1-10) ... and 1e-4
-relative for untrained deep ones, whose logits reach 1e7 (fp32 round-off scales with magnitude).
-fp16 and int8 files are judged by top-1 agreement with the fp32 PyTorch model on the images.
-A failed check leaves no output file: the file is written under a temporary name in the output
-directory and renamed into place only after it passed.
+Verification (on by default; `--no-verify` skips it): onnx.checker, then onnxruntime against the
+PyTorch model at batch 1 and a larger batch, on random inputs and on image files decoded and
+preprocessed exactly as `horesnet predict` does them. The built-in images are synthetic but
+structured (gradients, discs, stripes, 1/f noise; PNG and JPEG), made here so that nothing is
+downloaded; `--images` adds your own photographs. fp32 passes when max |logit error| <= 1e-4 *
+max(1, max |logit|): 1e-4 absolute for logits up to 1 in magnitude, 1e-4 relative beyond
+(untrained deep Euler and LM nets reach 1e8, where fp32 round-off alone exceeds 1e-4). fp16 and int8
+files pass on top-1 agreement with the fp32 PyTorch model on the images (MIN_AGREEMENT).
+The file is written under a temporary name in the output directory and renamed into place only
+after it passed, so a failure leaves nothing behind.
 """
 import argparse
 import difflib
