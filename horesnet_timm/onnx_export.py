@@ -260,7 +260,8 @@ def export_onnx(
                 calibration = synthetic_images(work, count=16, seed=1)  # other images than the verification's
                 cfg = {k: json.loads(metadata[k]) if k != 'interpolation' else metadata[k]
                        for k in ('input_size', 'mean', 'std', 'crop_pct', 'interpolation')}
-                _to_int8(fp32, fp32 + '.int8', np.stack([preprocess(load_image(p), cfg) for p in calibration + list(images)]))
+                _to_int8(fp32, fp32 + '.int8', np.stack([preprocess(load_image(p, input_size[0]), cfg)
+                                                         for p in calibration + list(images)]))
                 fp32 += '.int8'
             proto = onnx.load(fp32)
             onnx.helper.set_model_props(proto, metadata)

@@ -69,20 +69,6 @@ def test_family_exports_with_parity(tmp_path, name, kwargs):
     assert meta['scheme'] == model.scheme and meta['model_name'] == name
 
 
-def test_metadata_carries_preprocessing_labels_and_versions(tmp_path):
-    model = nontrivial(timm.create_model('horesnet10_rk4'))
-    out = tmp_path / 'm.onnx'
-    export_onnx(model, str(out), check=False)
-    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert json.loads(meta['input_size']) == [3, 32, 32]
-    assert json.loads(meta['mean']) == pytest.approx([0.4914, 0.4822, 0.4465])
-    assert json.loads(meta['std']) == pytest.approx([0.2470, 0.2435, 0.2616])
-    assert meta['interpolation'] == 'bilinear' and json.loads(meta['crop_pct']) == 1.0
-    assert json.loads(meta['labels'])[3] == 'cat' and json.loads(meta['num_classes']) == 10
-    assert meta['horesnet_timm_version'] == horesnet_timm.__version__ and meta['timm_version'] == timm.__version__
-    assert meta['precision'] == 'fp32' and meta['opset'] == '18' and json.loads(meta['dynamic_batch']) is True
-
-
 def test_imagenet_labels_and_overridden_classes():
     meta = model_metadata(timm.create_model('horesnet50i_rk4', device='meta'), 'horesnet50i_rk4')
     labels = json.loads(meta['labels'])
@@ -91,7 +77,7 @@ def test_imagenet_labels_and_overridden_classes():
     assert 'labels' not in meta  # CIFAR-10 names do not fit 7 classes
 
 
-def test_cli_export_then_predict_with_checkpoint(tmp_path, capsys):
+def test_cli_export_metadata_then_predict_with_checkpoint(tmp_path, capsys):
     source = nontrivial(timm.create_model('horesnet10_midpoint'))
     weights = tmp_path / 'model.safetensors'
     save_file(source.state_dict(), str(weights))
@@ -99,6 +85,15 @@ def test_cli_export_then_predict_with_checkpoint(tmp_path, capsys):
     assert main(['export', 'horesnet10_midpoint', '--checkpoint', str(weights), '-o', str(out)]) == 0
     report = capsys.readouterr().out
     assert 'images b=8' in report and f'wrote {out}' in report
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta['input_size']) == [3, 32, 32]
+    assert json.loads(meta['mean']) == pytest.approx([0.4914, 0.4822, 0.4465])
+    assert json.loads(meta['std']) == pytest.approx([0.2470, 0.2435, 0.2616])
+    assert meta['interpolation'] == 'bilinear' and json.loads(meta['crop_pct']) == 1.0
+    assert json.loads(meta['labels'])[3] == 'cat' and json.loads(meta['num_classes']) == 10
+    assert meta['horesnet_timm_version'] == horesnet_timm.__version__ and meta['timm_version'] == timm.__version__
+    assert meta['precision'] == 'fp32' and meta['opset'] == '18' and json.loads(meta['dynamic_batch']) is True
+    assert meta['scheme'] == 'midpoint' and meta['model_name'] == 'horesnet10_midpoint'
     images = synthetic_images(str(tmp_path), count=3)
     assert main(['predict', str(out), *images, '--topk', '2', '--json']) == 0
     results = json.loads(capsys.readouterr().out)
