@@ -105,7 +105,7 @@ def synthetic_images(directory: str, count: int = 8, size=(96, 80), seed: int = 
     for i in range(count):
         kind = i % 4
         if kind == 0:  # colour gradient
-            img = np.stack([xx, yy, 1 - xx * yy][: 3], -1) * rng.uniform(0.5, 1, 3)
+            img = np.stack([xx, yy, 1 - xx * yy], -1) * rng.uniform(0.5, 1, 3)
         elif kind == 1:  # disc on a flat background
             cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.6), rng.uniform(0.1, 0.3)
             disc = ((xx - cx) ** 2 + (yy - cy) ** 2 < r * r)[..., None]
