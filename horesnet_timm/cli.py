@@ -16,6 +16,10 @@ COMMANDS = {
                                     "horesnet models registered"),
     'card': ('horesnet_timm.cards', 'render a Hugging Face Hub model card with measured stats'),
     'hub': ('horesnet_timm.hub', 'publish weights on the Hugging Face Hub (push)'),
+    'export': ('horesnet_timm.onnx_export', 'export a model to ONNX with its preprocessing metadata, verified '
+                                            'against PyTorch in onnxruntime'),
+    'predict': ('horesnet_timm.predict', 'classify images with an exported ONNX file (onnxruntime, numpy and '
+                                         'pillow only)'),
 }
 
 

@@ -15,12 +15,14 @@ from .horesnet import HoResNet, create_horesnet
 # CIFAR-10 training-set statistics (population std over all pixels)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR10_LABELS = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:
     return {
         'url': '', 'num_classes': 10, 'input_size': (3, 32, 32), 'pool_size': (32, 32),
         'crop_pct': 1.0, 'interpolation': 'bilinear', 'mean': CIFAR10_MEAN, 'std': CIFAR10_STD,
+        'label_names': CIFAR10_LABELS,  # timm's field; ONNX export stores it for the runner
         'first_conv': 'stem.conv', 'classifier': 'fc', 'license': 'apache-2.0',
         'paper_ids': 'arXiv:2103.15244',
         'paper_name': 'Rethinking ResNets: Improved Stacking Strategies With High Order Schemes',

@@ -1,0 +1,259 @@
+"""ONNX export: parity with PyTorch per scheme family (all names under -m slow), metadata, precisions,
+and every bad input failing with a clear message and no file left behind."""
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import horesnet_timm
+from horesnet_timm.cli import main
+from horesnet_timm.onnx_export import ExportError, create_model, export_onnx, model_metadata, synthetic_images
+from horesnet_timm.predict import Predictor, load_image, preprocess
+
+# one per scheme family and layout: Euler, midpoint, RK4, Verner-8 with learnable steps, LM, ImageNet
+FAMILY = [
+    ('horesnet10_euler', {}),
+    ('horesnet10_midpoint', {}),
+    ('horesnet10_rk4', {}),
+    ('horesnet30_rk8_adaptive', {}),
+    ('horesnet10_euler', dict(scheme='lm')),  # the LM block at depth 10 (the registered LM nets are 58+)
+    ('horesnet32i_lm', {}),
+]
+
+
+def nontrivial(model, seed=0):
+    """Random BN statistics and affine terms, step sizes and LM k_n away from their init, so every
+    term of the graph matters (freshly built, BN is the identity and step sizes are 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            u = torch.rand(t.shape, generator=g)
+            if name.endswith(('running_var', '.weight')) and t.ndim == 1:
+                t.copy_(0.5 + u)
+            elif name.endswith(('running_mean', '.bias')) and t.ndim == 1 and 'fc' not in name:
+                t.copy_(0.2 * (u - 0.5))
+            elif name.endswith('step_size'):
+                t.copy_(0.5 + u)
+            elif name.endswith('.k'):
+                t.copy_(u - 0.5)
+    return model.eval()
+
+
+def onnx_files(directory):
+    return sorted(f for f in os.listdir(directory) if '.onnx' in f or f.endswith(('.tmp', '.probe')))
+
+
+def check_parity(rows, tol=1e-4):
+    for r in rows:
+        assert r['max_abs'] <= tol * max(1., r['max_logit']), r
+        assert r['top1'] == 1.0, r
+
+
+@pytest.mark.parametrize('name, kwargs', FAMILY, ids=[n + ''.join(f'-{v}' for v in k.values()) for n, k in FAMILY])
+def test_family_exports_with_parity(tmp_path, name, kwargs):
+    model = nontrivial(timm.create_model(name, **kwargs))
+    out = tmp_path / 'model.onnx'
+    result = export_onnx(model, str(out), batch_size=4)
+    cases = {r['case'] for r in result['checks']}
+    assert {'random b=1', 'images b=1', 'random b=4', 'images b=4'} <= cases
+    check_parity(result['checks'])
+    assert onnx_files(tmp_path) == ['model.onnx']
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta['scheme'] == model.scheme and meta['model_name'] == name
+
+
+def test_imagenet_labels_and_overridden_classes():
+    meta = model_metadata(timm.create_model('horesnet50i_rk4', device='meta'), 'horesnet50i_rk4')
+    labels = json.loads(meta['labels'])
+    assert len(labels) == 1000 and labels[0].startswith('tench') and json.loads(meta['crop_pct']) == 0.875
+    meta = model_metadata(timm.create_model('horesnet10_rk4', num_classes=7, device='meta'), 'horesnet10_rk4')
+    assert 'labels' not in meta  # CIFAR-10 names do not fit 7 classes
+
+
+def test_cli_export_metadata_then_predict_with_checkpoint(tmp_path, capsys):
+    source = nontrivial(timm.create_model('horesnet10_midpoint'))
+    weights = tmp_path / 'model.safetensors'
+    save_file(source.state_dict(), str(weights))
+    out = tmp_path / 'h.onnx'
+    assert main(['export', 'horesnet10_midpoint', '--checkpoint', str(weights), '-o', str(out)]) == 0
+    report = capsys.readouterr().out
+    assert 'images b=8' in report and f'wrote {out}' in report
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta['input_size']) == [3, 32, 32]
+    assert json.loads(meta['mean']) == pytest.approx([0.4914, 0.4822, 0.4465])
+    assert json.loads(meta['std']) == pytest.approx([0.2470, 0.2435, 0.2616])
+    assert meta['interpolation'] == 'bilinear' and json.loads(meta['crop_pct']) == 1.0
+    assert json.loads(meta['labels'])[3] == 'cat' and json.loads(meta['num_classes']) == 10
+    assert meta['horesnet_timm_version'] == horesnet_timm.__version__ and meta['timm_version'] == timm.__version__
+    assert meta['precision'] == 'fp32' and meta['opset'] == '18' and json.loads(meta['dynamic_batch']) is True
+    assert meta['scheme'] == 'midpoint' and meta['model_name'] == 'horesnet10_midpoint'
+    images = synthetic_images(str(tmp_path), count=3)
+    assert main(['predict', str(out), *images, '--topk', '2', '--json']) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r['image'] for r in results] == images and len(results[0]['top']) == 2
+    metadata = Predictor(str(out)).metadata
+    with torch.no_grad():  # the runner's answer is the PyTorch model's on the same files
+        probs = source(torch.from_numpy(np.stack([preprocess(load_image(p), metadata) for p in images]))).softmax(-1)
+    for r, p in zip(results, probs):
+        assert r['top'][0]['index'] == int(p.argmax()) and r['top'][0]['prob'] == pytest.approx(float(p.max()), abs=1e-5)
+        assert r['top'][0]['label'] == horesnet_timm.models.cifar.CIFAR10_LABELS[r['top'][0]['index']]
+
+
+def test_train_py_checkpoint_names_the_model(tmp_path):
+    source = nontrivial(timm.create_model('horesnet10_rk4'))
+    path = tmp_path / 'model_best.pth.tar'
+    torch.save({'arch': 'horesnet10_rk4', 'state_dict': source.state_dict()}, path)
+    model = create_model(str(path))
+    assert model.pretrained_cfg['architecture'] == 'horesnet10_rk4'
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), source.state_dict().values()))
+
+
+def test_local_dir_source(tmp_path):
+    from timm.models import save_for_hf
+    source = nontrivial(timm.create_model('horesnet10_euler'))
+    save_for_hf(source, str(tmp_path / 'repo'), safe_serialization=True)
+    model = create_model(f'local-dir:{tmp_path / "repo"}')
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), source(x))
+
+
+def test_static_batch_and_dynamic_size(tmp_path):
+    model = nontrivial(timm.create_model('horesnet10_rk4'))
+    out = tmp_path / 'static.onnx'
+    result = export_onnx(model, str(out), dynamic_batch=False, batch_size=2)
+    check_parity(result['checks'])
+    predictor = Predictor(str(out))
+    assert predictor.max_batch == 2
+    assert len(predictor.predict(synthetic_images(str(tmp_path), count=3), batch_size=32)) == 3  # pads the last
+    result = export_onnx(model, str(tmp_path / 'dyn.onnx'), dynamic_size=True, batch_size=2)
+    assert 'random 48x40' in {r['case'] for r in result['checks']}
+    check_parity(result['checks'])
+
+
+@pytest.mark.parametrize('precision', ['fp16', 'int8'])
+def test_reduced_precision(tmp_path, precision):
+    model = nontrivial(timm.create_model('horesnet10_rk4'))
+    out = tmp_path / f'{precision}.onnx'
+    result = export_onnx(model, str(out), precision=precision, batch_size=4)
+    images = [r for r in result['checks'] if r['case'].startswith('images')]
+    assert np.mean([r['top1'] for r in images]) >= {'fp16': 0.9, 'int8': 0.75}[precision]
+    proto = onnx.load(str(out))
+    types = {i.data_type for i in proto.graph.initializer}
+    assert (onnx.TensorProto.FLOAT16 if precision == 'fp16' else onnx.TensorProto.INT8) in types
+    io_type = onnx.TensorProto.FLOAT16 if precision == 'fp16' else onnx.TensorProto.FLOAT
+    assert proto.graph.input[0].type.tensor_type.elem_type == io_type
+    if precision == 'fp16':  # stage combinations stay fp32, as in the PyTorch model under fp16
+        assert any(n.op_type == 'Cast' for n in proto.graph.node)
+    assert {p.key: p.value for p in proto.metadata_props}['precision'] == precision
+    assert len(Predictor(str(out)).predict(synthetic_images(str(tmp_path), count=2))) == 2
+
+
+# ---- bad inputs: a clear message and nothing left behind --------------------------------------
+
+def _export_fails(tmp_path, capsys, *args):
+    out = tmp_path / 'out' / 'x.onnx'
+    out.parent.mkdir(exist_ok=True)
+    assert main(['export', *args, '-o', str(out)]) == 2
+    assert onnx_files(out.parent) == []
+    return capsys.readouterr().err
+
+
+def test_unknown_model(tmp_path, capsys):
+    err = _export_fails(tmp_path, capsys, 'horesnet58_rk5')
+    assert "unknown model 'horesnet58_rk5'" in err and 'did you mean' in err and 'horesnet58_rk4' in err
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    err = _export_fails(tmp_path, capsys, 'horesnet10_rk4', '--checkpoint', str(tmp_path / 'nope.safetensors'))
+    assert 'nope.safetensors' in err and 'does not exist' in err
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    path = tmp_path / 'model.safetensors'
+    save_file(timm.create_model('horesnet10_rk4').state_dict(), str(path))
+    path.write_bytes(path.read_bytes()[:1000])
+    err = _export_fails(tmp_path, capsys, 'horesnet10_rk4', '--checkpoint', str(path))
+    assert 'model.safetensors' in err and 'truncated or corrupt' in err
+
+
+def test_checkpoint_of_another_model(tmp_path, capsys):
+    path = tmp_path / 'model.safetensors'
+    save_file(timm.create_model('horesnet18_rk4').state_dict(), str(path))
+    err = _export_fails(tmp_path, capsys, 'horesnet10_rk4', '--checkpoint', str(path))
+    assert 'does not fit horesnet10_rk4' in err and 'unexpected' in err
+
+
+def test_safetensors_without_model_name(tmp_path, capsys):
+    path = tmp_path / 'model.safetensors'
+    save_file(timm.create_model('horesnet10_rk4').state_dict(), str(path))
+    err = _export_fails(tmp_path, capsys, str(path))
+    assert 'does not name its model' in err and '--checkpoint' in err
+
+
+def test_wrong_image(tmp_path, capsys):
+    bad = tmp_path / 'cat.png'
+    bad.write_bytes(b'not an image')
+    err = _export_fails(tmp_path, capsys, 'horesnet10_rk4', '--images', str(bad))
+    assert "cannot read image" in err and 'cat.png' in err
+    err = _export_fails(tmp_path, capsys, 'horesnet10_rk4', '--images', str(tmp_path / 'dog.png'))
+    assert "image" in err and 'dog.png' in err and 'does not exist' in err
+
+
+def test_output_directory_missing_or_not_writable(tmp_path, capsys, monkeypatch):
+    model = timm.create_model('horesnet10_rk4')
+    with pytest.raises(ExportError, match='does not exist'):
+        export_onnx(model, str(tmp_path / 'no' / 'such' / 'x.onnx'))
+    locked = tmp_path / 'locked'
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if not os.access(locked, os.W_OK):  # root writes anywhere: then only the simulated case below runs
+            with pytest.raises(ExportError, match='is not writable'):
+                export_onnx(model, str(locked / 'x.onnx'))
+    finally:
+        locked.chmod(0o755)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, 'Permission denied')
+    monkeypatch.setattr('tempfile.mkstemp', refuse)
+    assert main(['export', 'horesnet10_rk4', '-o', str(locked / 'x.onnx')]) == 2
+    assert 'is not writable (Permission denied)' in capsys.readouterr().err
+    assert onnx_files(locked) == []
+
+
+def test_failed_verification_leaves_nothing(tmp_path):
+    model = nontrivial(timm.create_model('horesnet10_rk4'))
+    with pytest.raises(ExportError, match='differs from PyTorch beyond'):
+        export_onnx(model, str(tmp_path / 'x.onnx'), tol=1e-15)
+    assert onnx_files(tmp_path) == []
+
+
+def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError('exporter crashed')
+    monkeypatch.setattr(torch.onnx, 'export', crash)
+    with pytest.raises(RuntimeError, match='exporter crashed'):
+        export_onnx(timm.create_model('horesnet10_rk4'), str(tmp_path / 'x.onnx'))
+    assert onnx_files(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', timm.list_models('horesnet*'))
+def test_every_registered_model_exports_with_parity(tmp_path, name):
+    model = nontrivial(timm.create_model(name))
+    with torch.no_grad():  # classifier scaled to logits of about 10, as a trained model's, so 1e-4 is absolute
+        model.fc.weight.mul_(10 / model(torch.randn(8, *model.pretrained_cfg['input_size'])).abs().max())
+        model.fc.bias.zero_()
+    rows = export_onnx(model, str(tmp_path / 'model.onnx'))['checks']
+    print(f"\nPARITY {name}: max abs {max(r['max_abs'] for r in rows):.3g}, "
+          f"max rel {max(r['max_rel'] for r in rows):.3g}, logits up to {max(r['max_logit'] for r in rows):.3g}")
+    for r in rows:
+        assert r['max_abs'] <= 1e-4 and r['top1'] == 1.0, r
