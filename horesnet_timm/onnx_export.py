@@ -31,9 +31,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .predict import IMAGE_EXTENSIONS, PredictError, list_images, load_image, preprocess
+from .predict import PredictError, decode_metadata, list_images, load_image, preprocess
 
-__all__ = ['ExportError', 'create_model', 'model_metadata', 'synthetic_images', 'export_onnx', 'add_arguments', 'run']
+__all__ = ['ExportError', 'create_model', 'model_metadata', 'synthetic_images', 'onnx_session', 'compare',
+           'within_tolerance', 'export_onnx', 'add_arguments', 'run']
 
 DEFAULT_OPSET = 18
 FP32_TOL = 1e-4
@@ -169,19 +170,21 @@ def _to_int8(src: str, dst: str, calibration: np.ndarray) -> None:
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
-def _session(path: str):
+def onnx_session(path: str):
     import onnxruntime as ort
     return ort.InferenceSession(path, providers=['CPUExecutionProvider'])
 
 
-def _compare(model, session, cases: Dict[str, np.ndarray]) -> List[Dict]:
+def compare(model, session, cases: Dict[str, np.ndarray]) -> List[Dict]:
+    """onnxruntime against PyTorch per named input batch: max abs / rel error, max |logit|, top-1 agreement."""
     import torch
     rows = []
-    dtype = np.float16 if session.get_inputs()[0].type == 'tensor(float16)' else np.float32
+    onnx_input = session.get_inputs()[0]
+    dtype = np.float16 if onnx_input.type == 'tensor(float16)' else np.float32
     for name, x in cases.items():
         with torch.no_grad():
             ref = model(torch.from_numpy(x)).numpy()
-        out = session.run(None, {'input': x.astype(dtype)})[0].astype(np.float32)
+        out = session.run(None, {onnx_input.name: x.astype(dtype)})[0].astype(np.float32)
         err = float(np.abs(out - ref).max())
         scale = float(np.abs(ref).max())
         rows.append(dict(case=name, batch=len(x), max_abs=err, max_rel=err / max(scale, 1e-12), max_logit=scale,
@@ -189,12 +192,17 @@ def _compare(model, session, cases: Dict[str, np.ndarray]) -> List[Dict]:
     return rows
 
 
+def within_tolerance(row: Dict, tol: float = FP32_TOL) -> bool:
+    """The fp32 bound: max |logit error| <= tol x max(1, max |logit|)."""
+    return row['max_abs'] <= tol * max(1., row['max_logit'])
+
+
 def verify(model, path: str, metadata: Dict[str, str], images: Sequence[str], batch_size: int,
            dynamic_batch: bool, dynamic_size: bool, precision: str, tol: float = FP32_TOL) -> List[Dict]:
     """Check the file and compare onnxruntime with PyTorch; raise ExportError above the tolerance."""
     import onnx
     onnx.checker.check_model(path, full_check=True)
-    cfg = {k: json.loads(v) if k in ('input_size', 'mean', 'std', 'crop_pct') else v for k, v in metadata.items()}
+    cfg = decode_metadata(metadata)
     c, h, w = cfg['input_size']
     rng = np.random.default_rng(0)
     real = np.stack([preprocess(load_image(p, c), cfg) for p in images])
@@ -207,9 +215,9 @@ def verify(model, path: str, metadata: Dict[str, str], images: Sequence[str], ba
         cases[f'images b={len(real)}'] = real
     if dynamic_size:
         cases[f'random {h + 16}x{w + 8}'] = rng.standard_normal((batches[-1], c, h + 16, w + 8), dtype=np.float32)
-    rows = _compare(model, _session(path), cases)
+    rows = compare(model, onnx_session(path), cases)
     if precision == 'fp32':
-        bad = [r for r in rows if r['max_abs'] > tol * max(1., r['max_logit'])]
+        bad = [r for r in rows if not within_tolerance(r, tol)]
         if bad:
             raise ExportError(f'onnxruntime differs from PyTorch beyond {tol:g} x max(1, |logit|): ' + '; '.join(
                 f"{r['case']}: max abs {r['max_abs']:.3g} (logits up to {r['max_logit']:.3g})" for r in bad))
@@ -258,8 +266,7 @@ def export_onnx(
             samples = list(images) + synthetic_images(work)
             if precision == 'int8':
                 calibration = synthetic_images(work, count=16, seed=1)  # other images than the verification's
-                cfg = {k: json.loads(metadata[k]) if k != 'interpolation' else metadata[k]
-                       for k in ('input_size', 'mean', 'std', 'crop_pct', 'interpolation')}
+                cfg = decode_metadata(metadata)
                 _to_int8(fp32, fp32 + '.int8', np.stack([preprocess(load_image(p, input_size[0]), cfg)
                                                          for p in calibration + list(images)]))
                 fp32 += '.int8'

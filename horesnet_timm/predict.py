@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ['IMAGE_EXTENSIONS', 'PredictError', 'Predictor', 'list_images', 'load_image', 'preprocess',
+__all__ = ['IMAGE_EXTENSIONS', 'PredictError', 'Predictor', 'list_images', 'load_image', 'preprocess', 'decode_metadata',
            'add_arguments', 'run', 'main']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -83,6 +83,11 @@ def preprocess(image, cfg: Dict) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
+def decode_metadata(raw: Dict[str, str]) -> Dict:
+    """ONNX metadata_props as written by `horesnet export`, with the JSON values decoded."""
+    return {k: json.loads(v) if k in JSON_KEYS else v for k, v in raw.items()}
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -107,7 +112,7 @@ class Predictor:
         if missing:
             raise PredictError(f"ONNX file '{onnx_path}' lacks the preprocessing metadata {missing}; "
                                f"export it with `horesnet export`, which writes them")
-        self.metadata = {k: json.loads(v) if k in JSON_KEYS else v for k, v in raw.items()}
+        self.metadata = decode_metadata(raw)
         self.input = self.session.get_inputs()[0]
         batch = self.input.shape[0]
         self.max_batch = batch if isinstance(batch, int) else None  # a static batch axis fixes the batch
