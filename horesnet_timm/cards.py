@@ -7,15 +7,20 @@ card says where the weights came from and that they were not evaluated.
 """
 import json
 import string
-import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-__all__ = ['EVAL_KEYS', 'load_eval_record', 'tableau', 'render_card']
+from .errors import HoresnetError
+
+__all__ = ['CardError', 'EVAL_KEYS', 'load_eval_record', 'tableau', 'render_card']
 
 # an evaluation record: what was measured, on what, and how to reproduce it
 EVAL_KEYS = ('dataset', 'split', 'top1', 'epochs', 'seed', 'command')
 DEFAULT_REPO_ORG = 'ORG'  # placeholder owner when a card is rendered before a repository id is chosen
+
+
+class CardError(HoresnetError, ValueError):
+    """An evaluation record that cannot back a metric."""
 
 
 def _template() -> str:
@@ -31,10 +36,10 @@ def load_eval_record(path: str) -> Dict[str, Any]:
     try:
         record = json.loads(Path(path).read_text(encoding='utf-8'))
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read evaluation record '{path}': {e}") from e
+        raise CardError(f"cannot read evaluation record '{path}': {e}") from e
     missing = [k for k in EVAL_KEYS if not isinstance(record, dict) or record.get(k) in (None, '')]
     if missing:
-        raise ValueError(f"evaluation record '{path}' lacks {', '.join(missing)}; a card reports a metric only "
+        raise CardError(f"evaluation record '{path}' lacks {', '.join(missing)}; a card reports a metric only "
                          f"with the dataset, split, epochs, seed and command that produced it")
     return record
 
@@ -80,6 +85,7 @@ def _scheme_text(model) -> Dict[str, str]:
 
 def render_card(
         model,
+        stats: Dict[str, Any],
         repo_id: Optional[str] = None,
         provenance: Optional[str] = None,
         eval_record: Optional[Dict[str, Any]] = None,
@@ -88,16 +94,15 @@ def render_card(
 ) -> str:
     """The README.md for `model` (a model made by `timm.create_model`, with its `_model_args`).
 
+    stats: `stats.measure(...)` of the architecture, with activations, at its input size.
+
     provenance: one sentence on where the weights come from (default: untrained).
     eval_record: a dict with EVAL_KEYS (and optionally 'top5'); the only source of metrics.
     datasets: Hub dataset ids for the front matter (the evaluation record's dataset is added).
     onnx_input: the input of the model.onnx published beside the weights (name and shape), if any.
     """
-    from .tour import measure
     name = model.pretrained_cfg['architecture']
     model_args = {k: v for k, v in getattr(model, '_model_args', {}).items() if k not in ('device', 'dtype')}
-    # measure the architecture that will be published: same kwargs, at the input size it is configured for
-    stats = measure(name, activations=True, **model_args)
     repo_id = repo_id or f'{DEFAULT_REPO_ORG}/{name}'
     datasets = list(dict.fromkeys([d.lower() for d in (datasets or [])]
                                   + ([str(eval_record['dataset']).lower()] if eval_record else [])))
@@ -138,29 +143,30 @@ def render_card(
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument('model', help='registered model name, e.g. horesnet58_rk4')
-    parser.add_argument('-o', '--output', help='write the card to this file (default: print it)')
-    parser.add_argument('--checkpoint', help='weights the card describes (.safetensors or a train.py checkpoint); '
-                                             'their provenance goes into the card')
-    parser.add_argument('--model-kwargs', nargs='*', default=[], metavar='KEY=VALUE',
-                        help='create_model arguments, e.g. scheme=gill4 num_classes=100')
-    parser.add_argument('--repo-id', help='Hub repository the card is for (used in the usage snippets)')
-    parser.add_argument('--eval-json', help='evaluation record (JSON with ' + ', '.join(EVAL_KEYS)
-                                            + '); the only way a metric gets into the card')
-    parser.add_argument('--dataset', action='append', default=[], help='Hub dataset id the weights were trained on')
+    from .loading import add_model_arguments
+    add_model_arguments(parser)
+    group = parser.add_argument_group('card')
+    group.add_argument('-o', '--output', help='write the card to this file (default: print it)')
+    group.add_argument('--repo-id', help='Hub repository the card is for (used in the usage snippets)')
+    group.add_argument('--eval-json', help='evaluation record (JSON with ' + ', '.join(EVAL_KEYS)
+                                           + '); the only way a metric gets into the card')
+    group.add_argument('--dataset', action='append', default=[], help='Hub dataset id the weights were trained on')
 
 
 def run(args) -> int:
-    from .hub import load_source, parse_model_kwargs
-    try:
-        source = load_source(args.model, args.checkpoint, parse_model_kwargs(args.model_kwargs))
-        record = load_eval_record(args.eval_json) if args.eval_json else None
-        text = render_card(source.model, args.repo_id, source.provenance, record, args.dataset)
-    except (ValueError, FileNotFoundError) as e:  # CheckpointError is a ValueError
-        print(f'horesnet card: {e}', file=sys.stderr, flush=True)
-        return 1
+    from .fileio import atomic_output, output_directory
+    from .loading import load_from_args
+    from .stats import measure
     if args.output:
-        Path(args.output).write_text(text, encoding='utf-8')
+        output_directory(args.output)  # before the work
+    record = load_eval_record(args.eval_json) if args.eval_json else None
+    loaded = load_from_args(args)
+    stats = measure(loaded.architecture, input_size=loaded.model.pretrained_cfg['input_size'], activations=True,
+                    **loaded.model_args)
+    text = render_card(loaded.model, stats, args.repo_id, loaded.provenance, record, args.dataset)
+    if args.output:
+        with atomic_output(args.output) as tmp:
+            tmp.write_text(text, encoding='utf-8')
         print(f'wrote {args.output}')
     else:
         print(text, end='')

@@ -1,71 +1,150 @@
-"""Read weights from safetensors files and timm train.py checkpoints, with errors that say what is wrong.
+"""Read weights, and what was recorded about them, from safetensors files and timm train.py checkpoints.
 
-timm's `load_state_dict` does the reading (safetensors, or `torch.load(weights_only=True)`, so no
-pickle code runs; it picks `state_dict_ema` / `state_dict` and strips `module.` / `_orig_mod.`).
-What we add: a readable error for a missing, truncated or corrupt file, and a key-by-key and
-shape-by-shape comparison with the architecture before anything is loaded.
+timm's `load_state_dict` reads train.py checkpoints (`torch.load(weights_only=True)`, so no pickled
+code runs; it picks `state_dict_ema` / `state_dict` and strips `module.` / `_orig_mod.`). What we
+add: errors that name the real cause (a folder, a permission, a pickle that would need to run code,
+a truncated file), a key-by-key and shape-by-shape comparison with the architecture before anything
+is loaded, a refusal of non-finite weights, and the record train.py (or timm's `save_for_hf`, as a
+config.json beside a safetensors file) keeps of the model the weights were trained as.
 """
 import argparse
 import contextlib
+import json
 import os
 import pickle
-from typing import Any, Dict, Optional
+import re
+from typing import Any, Dict
 
 import torch
 from timm.models import load_state_dict
 
-__all__ = ['CheckpointError', 'read_state_dict', 'checkpoint_meta', 'checkpoint_arch', 'check_state_dict',
-           'load_weights']
+from .errors import HoresnetError
+
+__all__ = ['CheckpointError', 'readable_file', 'read_state_dict', 'checkpoint_meta', 'check_state_dict',
+           'check_finite', 'load_weights']
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HoresnetError, ValueError):
     """A checkpoint that cannot be read, or does not fit the model."""
 
 
-def _readable_file(path: str) -> str:
+def readable_file(path: str, what: str = 'checkpoint') -> str:
+    """`path` if it is a readable file, else an error that says what it is instead."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"{what} '{path}' is a folder, not a file (for a Hub folder use local-dir:{path})")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{what} '{path}' does not exist (give a .safetensors file or a timm train.py "
+                              f"checkpoint such as output/train/<run>/model_best.pth.tar)")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist (give a .safetensors file or a timm "
-                                f"train.py checkpoint such as output/train/<run>/model_best.pth.tar)")
+        raise CheckpointError(f"{what} '{path}' is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{what} '{path}': permission denied")
     return path
+
+
+def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
+    from safetensors.torch import load
+    with open(path, 'rb') as f:  # read through Python: any path the OS accepts, UTF-8 or not
+        data = f.read()
+    try:
+        return load(data)
+    except Exception as e:  # safetensors raises its own SafetensorError
+        raise CheckpointError(f"cannot read safetensors file '{path}': {e}. The file is truncated or corrupt; "
+                              f"download or save it again.") from e
 
 
 def read_state_dict(path: str, use_ema: bool = True) -> Dict[str, torch.Tensor]:
     """Tensors of a .safetensors file or a train.py checkpoint (EMA weights when present and `use_ema`)."""
-    path = _readable_file(path)
-    try:
-        state_dict = load_state_dict(path, use_ema=use_ema, device='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
-        # safetensors raises SafetensorError (an Exception subclass), handled below
-        raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {e}. The file is "
-                              f"truncated, corrupt, or not a safetensors / torch checkpoint.") from e
-    except Exception as e:
-        if type(e).__name__ != 'SafetensorError':
-            raise
-        raise CheckpointError(f"cannot read safetensors file '{path}': {e}. The file is truncated or "
-                              f"corrupt; download or save it again.") from e
-    bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+    path = readable_file(path)
+    if path.endswith('.safetensors'):
+        state_dict = _read_safetensors(path)
+    else:
+        try:
+            state_dict = load_state_dict(path, use_ema=use_ema, device='cpu', weights_only=True)
+        except pickle.UnpicklingError as e:
+            blocked = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e))
+            if blocked or 'Weights only load failed' in str(e):
+                raise CheckpointError(
+                    f"checkpoint '{path}' holds pickled Python objects"
+                    + (f" ({blocked.group(1)})" if blocked else '')
+                    + ", not only tensors; horesnet-timm never runs code from a weights file. Save the weights "
+                      "alone, e.g. torch.save(model.state_dict(), 'weights.pth') or safetensors' save_file") from e
+            raise CheckpointError(f"cannot read checkpoint '{path}': it is truncated or not a torch checkpoint "
+                                  f"({e})") from e
+        except (RuntimeError, EOFError, ValueError, KeyError, OSError) as e:
+            raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {e}. The file is truncated, "
+                                  f"corrupt, or not a safetensors / torch checkpoint.") from e
+    bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)] if isinstance(state_dict, dict) else []
     if not isinstance(state_dict, dict) or bad:
-        raise CheckpointError(f"checkpoint '{path}' does not hold a state dict of tensors "
-                              f"(non-tensor entries: {bad[:5]})")
+        raise CheckpointError(f"checkpoint '{path}' does not hold a state dict of tensors"
+                              + (f" (non-tensor entries: {bad[:5]})" if bad else ''))
     return state_dict
 
 
-# train.py's arguments that rebuild the model, and those that describe its input data
-_MODEL_ARGS = ('num_classes', 'in_chans')
-_DATA_ARGS = ('input_size', 'img_size', 'mean', 'std', 'crop_pct', 'crop_mode', 'interpolation')
+def _derived_in_chans(args: Dict[str, Any]) -> int:
+    """The in_chans train.py passes to create_model: --in-chans, else --input-size's C, else 3."""
+    if args.get('in_chans') is not None:
+        return args['in_chans']
+    if args.get('input_size') is not None:
+        return args['input_size'][0]
+    return 3
+
+
+# train.py argument -> create_model keyword, for the arguments that shape the model
+_TRAIN_PY_MODEL_ARGS = {'num_classes': 'num_classes', 'gp': 'global_pool', 'bn_momentum': 'bn_momentum',
+                        'bn_eps': 'bn_eps'}
+# train.py arguments that describe the input data (timm.data.resolve_data_config reads them)
+DATA_KEYS = ('input_size', 'img_size', 'in_chans', 'mean', 'std', 'crop_pct', 'crop_mode', 'interpolation')
+
+
+def _train_py_record(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    meta = {k: checkpoint[k] for k in ('arch', 'epoch') if checkpoint.get(k) is not None}
+    meta['ema'] = any(checkpoint.get(k) for k in ('state_dict_ema', 'model_ema'))  # what timm's loader prefers
+    args = vars(checkpoint['args']) if isinstance(checkpoint.get('args'), argparse.Namespace) else {}
+    if args:
+        model_args = dict(args.get('model_kwargs') or {})
+        model_args.update({kw: args[k] for k, kw in _TRAIN_PY_MODEL_ARGS.items() if args.get(k) is not None})
+        model_args['in_chans'] = _derived_in_chans(args)
+        meta['model_args'] = model_args
+        meta['data_args'] = {k: args[k] for k in DATA_KEYS if args.get(k) not in (None, '')}
+        meta['dataset'] = args.get('dataset') or ''
+        meta['train_args'] = {k: args[k] for k in ('dataset', 'epochs', 'seed', 'lr', 'batch_size')
+                              if args.get(k) not in (None, '')}
+    return meta
+
+
+def _hub_config_record(path: str) -> Dict[str, Any]:
+    """The config.json timm's save_for_hf writes beside model.safetensors, when there is one."""
+    config = os.path.join(os.path.dirname(os.path.abspath(path)), 'config.json')
+    try:
+        with open(config, encoding='utf-8') as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cfg, dict) or not isinstance(cfg.get('architecture'), str):
+        return {}
+    pretrained_cfg = cfg.get('pretrained_cfg') or {}
+    model_args = dict(cfg.get('model_args') or {})
+    if cfg.get('num_classes') is not None:
+        model_args.setdefault('num_classes', cfg['num_classes'])
+    return dict(arch=cfg['architecture'], model_args=model_args, config=config,
+                data_args={k: pretrained_cfg[k] for k in DATA_KEYS if pretrained_cfg.get(k) is not None},
+                label_names=pretrained_cfg.get('label_names') or cfg.get('label_names'))
 
 
 def checkpoint_meta(path: str) -> Dict[str, Any]:
-    """What timm's train.py stored beside the weights; empty for safetensors files and bare state dicts.
+    """What was recorded about the weights in `path`: empty when nothing was.
 
-    Keys, when recorded: 'arch' (model name), 'epoch', 'ema' (EMA weights present), 'model_args'
-    (`--model-kwargs` plus num_classes / in_chans, as passed to `create_model`), 'data_config'
-    (input size, mean, std, ...), 'train_args' (dataset, epochs, seed, ...: provenance for a card).
+    Keys, when recorded: 'arch' (model name), 'model_args' (create_model keywords: train.py's
+    `--model-kwargs`, num_classes, global_pool and in_chans as train.py derives it), 'data_args'
+    (input size, mean, std, ... as given to train.py), and for train.py checkpoints 'epoch', 'ema',
+    'dataset' and 'train_args' (provenance for a card). A safetensors file is described by the
+    config.json beside it ('config' names that file), as in a folder staged for the Hub.
     """
-    path = _readable_file(path)
+    path = readable_file(path)
     if path.endswith('.safetensors'):
-        return {}
+        return _hub_config_record(path)
     try:
         # train.py pickles its argparse.Namespace as 'args'; allow that one class and nothing else
         allow = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
@@ -73,24 +152,7 @@ def checkpoint_meta(path: str) -> Dict[str, Any]:
             checkpoint = torch.load(path, map_location='meta', weights_only=True)
     except Exception:
         return {}  # read_state_dict reports unreadable files
-    if not isinstance(checkpoint, dict):
-        return {}
-    meta = {k: checkpoint[k] for k in ('arch', 'epoch') if checkpoint.get(k) is not None}
-    meta['ema'] = any(checkpoint.get(k) for k in ('state_dict_ema', 'model_ema'))  # what timm's loader prefers
-    args = vars(checkpoint['args']) if isinstance(checkpoint.get('args'), argparse.Namespace) else {}
-    if args:
-        model_args = dict(args.get('model_kwargs') or {})
-        model_args.update({k: args[k] for k in _MODEL_ARGS if args.get(k) is not None})
-        meta['model_args'] = model_args
-        meta['data_config'] = {k: args[k] for k in _DATA_ARGS if args.get(k) is not None}
-        meta['train_args'] = {k: args[k] for k in ('dataset', 'epochs', 'seed', 'lr', 'batch_size')
-                              if args.get(k) not in (None, '')}
-    return meta
-
-
-def checkpoint_arch(path: str) -> Optional[str]:
-    """The model name timm's train.py stored in its checkpoint ('arch'), or None (e.g. safetensors)."""
-    return checkpoint_meta(path).get('arch')
+    return _train_py_record(checkpoint) if isinstance(checkpoint, dict) else {}
 
 
 def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str = 'checkpoint') -> None:
@@ -113,13 +175,22 @@ def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]
     raise CheckpointError('\n'.join(lines))
 
 
+def check_finite(tensors: Dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity: every output computed from them would be meaningless."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{source} holds NaN or infinite values in {len(bad)} tensors (e.g. {', '.join(bad[:3])}); "
+                              f"the training diverged or the file is damaged: use an earlier checkpoint")
+
+
 def load_weights(model: torch.nn.Module, path: str, use_ema: bool = True) -> torch.nn.Module:
-    """Load a checkpoint into `model` after checking every key and shape; returns the model."""
+    """Load a checkpoint into `model` after checking every key, shape and value; returns the model."""
     state_dict = read_state_dict(path, use_ema=use_ema)
     source = f"checkpoint '{os.fspath(path)}'"
-    arch = checkpoint_arch(path)
+    arch = checkpoint_meta(path).get('arch')
     if arch:
         source += f" (trained as '{arch}')"
     check_state_dict(model, state_dict, source)
+    check_finite(state_dict, source)
     model.load_state_dict(state_dict)
     return model

@@ -1,10 +1,18 @@
-"""The `horesnet` command: one sub-command per module.
+"""The `horesnet` command: one sub-command per module, and the one place errors become exit statuses.
 
 Each module named in COMMANDS defines `add_arguments(parser)` and `run(args) -> int`, and keeps
 its heavy imports inside `run`, so `horesnet --help` stays fast.
+
+Exit statuses, for every sub-command: 0 success; 1 a failure with a cause the user can act on
+(HoresnetError, a bad image, an operating-system error such as a full disk), printed as one line
+without a traceback (`--debug` shows it); 2 a usage error (argparse's own status); 130 / 143 after
+SIGINT / SIGTERM, once every partial output has been removed (outputs are written under temporary
+names and renamed when complete; SIGTERM is raised as SystemExit so that the clean-up runs).
 """
 import argparse
 import importlib
+import os
+import signal
 import sys
 from typing import List, Optional
 
@@ -25,6 +33,7 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='horesnet', description='HO-ResNet / LM-ResNet models for timm')
+    parser.add_argument('--debug', action='store_true', help='show the traceback of a failure')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     for name, (module, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -33,12 +42,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _failure(e: BaseException) -> Optional[str]:
+    """The one line to print for a failure the user can act on, or None for a bug."""
+    from .errors import HoresnetError
+    from .fileio import describe_os_error
+    from .predict import PredictError
+    if isinstance(e, (HoresnetError, PredictError)):
+        return str(e)
+    if isinstance(e, MemoryError):
+        return 'out of memory: use a smaller batch or input'
+    if isinstance(e, OSError):
+        return describe_os_error(e)
+    return None
+
+
+def _stdout_closed() -> int:
+    # the reader went away (`horesnet predict ... | head`): stop quietly, and keep Python's own flush
+    # at exit from failing again on the closed pipe
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141  # a shell's status for a process ended by SIGPIPE
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(['tour'])
-    return importlib.import_module(args.module).run(args)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return importlib.import_module(args.module).run(args)
+    except BrokenPipeError:
+        return _stdout_closed()
+    except KeyboardInterrupt:
+        print(f'horesnet {args.command}: interrupted', file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        message = _failure(e)
+        if message is None:
+            message = (f'internal error ({type(e).__name__}: {e}); run `horesnet --debug {args.command} ...` for '
+                       f'the traceback, and report it')
+        print(f'horesnet {args.command}: error: {message}', file=sys.stderr, flush=True)
+        return getattr(e, 'exit_code', 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == '__main__':

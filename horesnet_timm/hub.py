@@ -1,6 +1,6 @@
 """Publish weights on the Hugging Face Hub in exactly the layout timm's `hf-hub:` loader reads.
 
-    weights  -> load_source: a registered model + a checkpoint, every key and shape checked
+    weights  -> loading.load_model: the model the checkpoint was trained as, every key and shape checked
     stage    -> timm's own `save_for_hf` (model.safetensors + config.json, no pickle), our card as
                 README.md, model.onnx when given; then `check_folder` loads the folder back through
                 timm's `local-dir:` path (the same config parsing as `hf-hub:`) and compares outputs
@@ -9,84 +9,22 @@
 We do not call `push_to_hf_hub` itself: it re-serialises the model into a folder of its own (with a
 pickle file by default) and keeps an existing README, so what it uploads is not what we checked.
 """
-import ast
-import os
-import shutil
-import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
+
+from .errors import HoresnetError
+from .fileio import atomic_output
 
 # torch, timm and huggingface_hub are imported where used, so `horesnet --help` stays fast
 
-__all__ = ['HubError', 'Source', 'parse_model_kwargs', 'load_source', 'stage', 'check_folder',
-           'push', 'load_from_hub', 'explain_hub_error']
+__all__ = ['HubError', 'stage', 'check_folder', 'push', 'load_from_hub', 'explain_hub_error']
 
 WEIGHTS, CONFIG, CARD, ONNX = 'model.safetensors', 'config.json', 'README.md', 'model.onnx'
 
 
-class HubError(RuntimeError):
+class HubError(HoresnetError):
     """Something that stops a push or a download, with what to do about it."""
-
-
-@dataclass
-class Source:
-    """A model with its weights and what is known about where they came from."""
-    model: Any  # a torch.nn.Module made by timm.create_model
-    provenance: Optional[str] = None  # one sentence for the card; None: untrained
-    model_args: Dict[str, Any] = field(default_factory=dict)
-    data_config: Dict[str, Any] = field(default_factory=dict)
-
-
-def parse_model_kwargs(items: Sequence[str]) -> Dict[str, Any]:
-    """['scheme=gill4', 'layers=(8,)'] -> {'scheme': 'gill4', 'layers': (8,)} (Python literals, else strings)."""
-    kwargs = {}
-    for item in items or ():
-        key, sep, value = item.partition('=')
-        if not sep or not key:
-            raise ValueError(f"model argument {item!r} is not KEY=VALUE (e.g. scheme=gill4)")
-        try:
-            kwargs[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            kwargs[key] = value
-    return kwargs
-
-
-def load_source(name: str, checkpoint: Optional[str] = None, model_args: Optional[Dict[str, Any]] = None,
-                use_ema: bool = True) -> Source:
-    """Create `name` and load `checkpoint` into it (eval mode).
-
-    A train.py checkpoint records the model it was trained as and its `--model-kwargs`: those are
-    used, and a different name or a conflicting argument is refused, because schemes of equal
-    stage count share every key and shape (rk4 and gill4 weights load into each other silently).
-    """
-    import timm
-    from .checkpoint import CheckpointError, checkpoint_meta, load_weights
-    model_args = dict(model_args or {})
-    meta = checkpoint_meta(checkpoint) if checkpoint else {}
-    if meta.get('arch') and meta['arch'] != name:
-        raise CheckpointError(f"checkpoint '{checkpoint}' was trained as '{meta['arch']}', not '{name}'; "
-                              f"publish it as {meta['arch']}")
-    recorded = meta.get('model_args', {})
-    conflicts = [f'{k}={model_args[k]!r} (checkpoint: {v!r})' for k, v in recorded.items()
-                 if k in model_args and model_args[k] != v]
-    if conflicts:
-        raise CheckpointError(f"checkpoint '{checkpoint}' was trained with other model arguments: "
-                              + ', '.join(conflicts) + '; drop them or give the matching values')
-    model_args = {**recorded, **model_args}
-    model = timm.create_model(name, **model_args)
-    if checkpoint is None:
-        return Source(model.eval(), None, model_args)
-    load_weights(model, checkpoint, use_ema=use_ema)
-    text = f'converted from `{os.path.basename(os.fspath(checkpoint))}`'
-    if meta.get('arch'):
-        text += f", a timm train.py checkpoint of `{meta['arch']}`"
-        text += f", epoch {meta['epoch']}" if 'epoch' in meta else ''
-        text += ', EMA weights' if use_ema and meta.get('ema') else ''
-    if meta.get('train_args'):
-        text += ' (train.py arguments: ' + ', '.join(f'{k} {v}' for k, v in meta['train_args'].items()) + ')'
-    return Source(model.eval(), text + '.', model_args, meta.get('data_config', {}))
 
 
 def _add_onnx(onnx_path: str, folder: Path) -> str:
@@ -155,37 +93,30 @@ def check_folder(folder: Path, model, onnx_source: Optional[str] = None) -> floa
     return diff
 
 
-def stage(source: Source, folder: str, repo_id: Optional[str] = None, eval_record: Optional[Dict] = None,
+def stage(loaded, folder: str, repo_id: Optional[str] = None, eval_record: Optional[Dict] = None,
           datasets: Sequence[str] = (), onnx: Optional[str] = None) -> Path:
-    """Write and check the Hub folder. It appears at `folder` complete, or not at all."""
+    """Write and check the Hub folder for `loaded` (a loading.Loaded). It appears at `folder` complete, or
+    not at all."""
     from timm.models import save_for_hf
     from .cards import render_card
-    folder = Path(folder)
-    if folder.exists():
-        raise HubError(f"output folder '{folder}' already exists; remove it or choose another")
+    from .stats import measure
     if onnx is not None and not Path(onnx).is_file():
         raise HubError(f"ONNX file '{onnx}' does not exist")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f'.{folder.name}.', dir=folder.parent))  # same filesystem: rename is atomic
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-        save_for_hf(source.model, work, safe_serialization=True, model_args=source.model_args,
-                    data_config=source.data_config or None,
+    model = loaded.model
+    stats = measure(loaded.architecture, input_size=model.pretrained_cfg['input_size'], activations=True,
+                    **loaded.model_args)
+    with atomic_output(folder, directory=True) as work:
+        save_for_hf(model, work, safe_serialization=True, model_args=loaded.model_args,
+                    data_config=loaded.data_config or None,
                     model_config={'pretrained_cfg': {'hf_hub_id': repo_id}} if repo_id else None)
         onnx_input = _add_onnx(onnx, work) if onnx is not None else None
-        card = render_card(source.model, repo_id, source.provenance, eval_record, list(datasets), onnx_input)
+        card = render_card(model, stats, repo_id, loaded.provenance, eval_record, list(datasets), onnx_input)
         (work / CARD).write_text(card, encoding='utf-8')
-        check_folder(work, source.model, onnx)
-        os.rename(work, folder)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return folder
+        check_folder(work, model, onnx)
+    return Path(folder)
 
 
-def explain_hub_error(e: BaseException, repo_id: str) -> Optional[str]:
+def explain_hub_error(e: BaseException, repo_id: str, uploading: bool = True) -> Optional[str]:
     """A one-paragraph reason and remedy for a Hub or network failure, or None if `e` is neither."""
     from huggingface_hub import constants
     from huggingface_hub.errors import (
@@ -208,7 +139,7 @@ def explain_hub_error(e: BaseException, repo_id: str) -> Optional[str]:
     if isinstance(e, (ConnectionError, TimeoutError)) or type(e).__module__.split('.')[0] in (
             'httpx', 'httpx2', 'requests', 'urllib3'):
         return (f"cannot reach the Hub at {endpoint} ({type(e).__name__}: {e}). Check the network, a proxy, "
-                f"or HF_ENDPOINT; no commit was made")
+                f"or HF_ENDPOINT" + ('; no commit was made' if uploading else ''))
     return None
 
 
@@ -249,7 +180,7 @@ def load_from_hub(repo_id: str, **kwargs):
     except HubError:
         raise
     except Exception as e:
-        message = explain_hub_error(e, repo_id)
+        message = explain_hub_error(e, repo_id, uploading=False)
         if message is None:
             raise
         raise HubError(message) from e
@@ -264,73 +195,70 @@ def load_from_hub(repo_id: str, **kwargs):
 
 
 def add_arguments(parser) -> None:
+    from .loading import add_model_arguments
     commands = parser.add_subparsers(dest='hub_command', metavar='ACTION', required=True)
     p = commands.add_parser('push', help='stage, check and upload weights as one Hub commit',
-                            description='Convert a checkpoint to model.safetensors + config.json + README.md '
+                            description='Convert weights to model.safetensors + config.json + README.md '
                                         '(+ model.onnx), load the folder back through timm and compare outputs, '
                                         'then upload it as one commit. The token comes from HF_TOKEN or '
                                         '`hf auth login`.')
-    p.add_argument('model', help='registered model name the weights were trained as, e.g. horesnet58_rk4')
-    p.add_argument('--checkpoint', required=True,
-                   help='.safetensors file or timm train.py checkpoint (e.g. output/train/<run>/model_best.pth.tar)')
-    p.add_argument('--repo-id', required=True, help='Hub repository, ORG/NAME, e.g. ORG/horesnet58_rk4.cifar10')
-    p.add_argument('--model-kwargs', nargs='*', default=[], metavar='KEY=VALUE',
-                   help='create_model arguments the weights need, e.g. scheme=gill4 num_classes=100 '
-                        '(a train.py checkpoint supplies its own)')
-    p.add_argument('--no-ema', dest='use_ema', action='store_false', help="use 'state_dict', not the EMA weights")
-    p.add_argument('--onnx', help='an exported model.onnx for these weights, published beside them')
-    p.add_argument('--eval-json', help='evaluation record for the card (JSON: dataset, split, top1, epochs, seed, '
-                                       'command); without one the card reports no metric')
-    p.add_argument('--dataset', action='append', default=[],
-                   help='Hub dataset id of the training data (card front matter)')
-    p.add_argument('--private', action='store_true', help='create the repository as private')
-    p.add_argument('--revision', help='branch to commit to (created if missing; default: main)')
-    p.add_argument('--commit-message', help='commit message')
-    p.add_argument('--dry-run', action='store_true', help='stage and check only; no network')
-    p.add_argument('--output-dir', help='with --dry-run: write the staged folder here (default: a temporary '
-                                        'folder, removed afterwards)')
+    add_model_arguments(p)
+    group = p.add_argument_group('push')
+    group.add_argument('--repo-id', required=True, help='Hub repository, ORG/NAME, e.g. ORG/horesnet58_rk4.cifar10')
+    group.add_argument('--onnx', help='an exported model.onnx for these weights, published beside them')
+    group.add_argument('--eval-json', help='evaluation record for the card (JSON: dataset, split, top1, epochs, seed, '
+                                           'command); without one the card reports no metric')
+    group.add_argument('--dataset', action='append', default=[],
+                       help='Hub dataset id of the training data (card front matter)')
+    group.add_argument('--private', action='store_true', help='create the repository as private')
+    group.add_argument('--revision', help='branch to commit to (created if missing; default: main)')
+    group.add_argument('--commit-message', help='commit message')
+    group.add_argument('--dry-run', action='store_true', help='stage and check only; no network')
+    group.add_argument('--output-dir', help='with --dry-run: write the staged folder here (default: a temporary '
+                                            'folder, removed afterwards)')
 
 
 def _size(n: int) -> str:
     return f'{n / 1e6:.1f} MB' if n >= 1e5 else f'{n / 1e3:.1f} kB'
 
 
-def _fail(message: str) -> int:
-    print(f'horesnet hub push: {message}', file=sys.stderr, flush=True)
-    return 1
-
-
 def run(args) -> int:
     from huggingface_hub import get_token
     from huggingface_hub.utils import validate_repo_id
     from .cards import load_eval_record
-    from .checkpoint import CheckpointError
+    from .errors import UsageError
+    from .loading import load_from_args
     try:
         validate_repo_id(args.repo_id)
     except ValueError as e:
-        return _fail(f'--repo-id {args.repo_id!r} is not a Hub repository id (ORG/NAME): {e}')
+        raise UsageError(f'--repo-id {args.repo_id!r} is not a Hub repository id (ORG/NAME): {e}') from None
     if args.output_dir and not args.dry_run:
-        return _fail('--output-dir goes with --dry-run (a push stages into a temporary folder)')
+        raise UsageError('--output-dir goes with --dry-run (a push stages into a temporary folder)')
+    if args.output_dir and Path(args.output_dir).exists():
+        raise HubError(f"output folder '{args.output_dir}' already exists; remove it or choose another")
     if not args.dry_run and not get_token():
-        return _fail('no Hugging Face token: run `hf auth login`, or set HF_TOKEN to a token with write access '
-                     '(https://huggingface.co/settings/tokens). Use --dry-run to stage and check without one.')
-    try:
-        record = load_eval_record(args.eval_json) if args.eval_json else None
-        source = load_source(args.model, args.checkpoint, parse_model_kwargs(args.model_kwargs), args.use_ema)
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(args.output_dir) if args.output_dir else Path(tmp) / args.repo_id.split('/')[-1]
-            stage(source, folder, args.repo_id, record, args.dataset, args.onnx)
-            files = ', '.join(f'{p.name} ({_size(p.stat().st_size)})' for p in sorted(folder.iterdir()))
-            print(f'staged {files}\nloaded back through timm (local-dir:): weights and outputs identical')
-            if args.dry_run:
-                print('dry run: nothing uploaded' + (f'; folder at {folder}' if args.output_dir else ''))
-                return 0
+        raise HubError('no Hugging Face token: run `hf auth login`, or set HF_TOKEN to a token with write access '
+                       '(https://huggingface.co/settings/tokens). Use --dry-run to stage and check without one.')
+    record = load_eval_record(args.eval_json) if args.eval_json else None
+    loaded = load_from_args(args)
+    if not loaded.trained:
+        raise HubError(f'{loaded.architecture} has random weights: publish trained ones (--checkpoint FILE, or a '
+                       f'train.py checkpoint as MODEL)')
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.output_dir) if args.output_dir else Path(tmp) / args.repo_id.split('/')[-1]
+        stage(loaded, folder, args.repo_id, record, args.dataset, args.onnx)
+        files = ', '.join(f'{p.name} ({_size(p.stat().st_size)})' for p in sorted(folder.iterdir()))
+        print(f'staged {files}\nloaded back through timm (local-dir:): weights and outputs identical')
+        if args.dry_run:
+            print('dry run: nothing uploaded' + (f'; folder at {folder}' if args.output_dir else ''))
+            return 0
+        try:
             commit = push(folder, args.repo_id, args.private, args.revision, args.commit_message)
-    except Exception as e:  # a Hub or network failure first: some are also ValueErrors
-        message = explain_hub_error(e, args.repo_id)
-        if message is None and not isinstance(e, (HubError, CheckpointError, FileNotFoundError, ValueError)):
-            raise
-        return _fail(message or str(e))
+        except Exception as e:  # a Hub or network failure: some are also ValueErrors
+            message = explain_hub_error(e, args.repo_id)
+            if message is None:
+                raise
+            raise HubError(message) from e
     print(f'pushed {getattr(commit, "commit_url", commit)}\n'
           f"load with: import horesnet_timm, timm; timm.create_model('hf-hub:{args.repo_id}', pretrained=True)")
     return 0

@@ -6,11 +6,22 @@ model. This runs the script as `__main__` (as `python SCRIPT ARGS...` would: sam
 script's folder first on sys.path) in a process where `horesnet_timm` is already imported.
 We chose this over registering on every `import timm` (a .pth hook): that would make each Python
 start import torch and change timm's registry for programs that never asked for it.
+
+validate.py and inference.py rebuild the model from their own flags, not from the `--checkpoint`
+they load, so a checkpoint trained with `--model-kwargs scheme=gill4` or on 1x28x28 images needs
+every such flag repeated. Given a train.py checkpoint, the launcher adds the flags the script
+accepts and the command line leaves out (--model, --num-classes, --in-chans, --model-kwargs,
+--input-size, --mean, --std, ...) from what train.py recorded, says which, and refuses flags that
+contradict the record (the same rule as every other command: loading.py).
 """
 import argparse
 import os
 import runpy
 import sys
+import traceback
+from typing import Dict, List, Optional
+
+from .errors import HoresnetError
 
 
 def add_arguments(parser) -> None:
@@ -18,13 +29,85 @@ def add_arguments(parser) -> None:
     parser.add_argument('script_args', nargs=argparse.REMAINDER, help='its arguments, unchanged')
 
 
+def _flag_values(argv: List[str], *names: str) -> Optional[List[str]]:
+    """The values given to the first of `names` on a command line (`--x a b` or `--x=a`), None if absent."""
+    for i, token in enumerate(argv):
+        flag, eq, value = token.partition('=')
+        if flag in names:
+            if eq:
+                return [value]
+            values = []
+            for item in argv[i + 1:]:
+                if item.startswith('-') and not item.lstrip('-').replace('.', '', 1).isdigit():
+                    break
+                values.append(item)
+            return values
+    return None
+
+
+def _recorded_flags(meta: Dict) -> Dict[str, List[str]]:
+    """train.py's record as the flags timm's evaluation scripts take."""
+    args = dict(meta['model_args'])
+    flags = {'--model': [meta['arch']], '--num-classes': [str(args.pop('num_classes'))] if 'num_classes' in args
+             else None, '--in-chans': [str(args.pop('in_chans'))], '--gp': [args.pop('global_pool')]
+             if 'global_pool' in args else None}
+    for key in ('bn_momentum', 'bn_eps'):  # not flags of the evaluation scripts; the weights do not depend on them
+        args.pop(key, None)
+    if args:
+        flags['--model-kwargs'] = [f'{k}={v!r}' for k, v in args.items()]
+    for key, value in meta.get('data_args', {}).items():
+        if key != 'in_chans':
+            flags['--' + key.replace('_', '-')] = [str(v) for v in value] if isinstance(value, (list, tuple)) \
+                else [str(value)]
+    return {k: v for k, v in flags.items() if v}
+
+
+def fill_from_checkpoint(script: str, argv: List[str]) -> List[str]:
+    """`argv` plus the model and data flags of a train.py checkpoint given with --checkpoint."""
+    import ast
+    from .checkpoint import checkpoint_meta
+    from .loading import refuse_conflicts
+    checkpoint = _flag_values(argv, '--checkpoint')
+    with open(script, encoding='utf-8', errors='replace') as f:
+        source = f.read()
+    if not checkpoint or "'--checkpoint'" not in source:
+        return argv
+    meta = checkpoint_meta(checkpoint[0])
+    if 'model_args' not in meta:
+        return argv  # no record: the script's own flags decide, as without the launcher
+    model = _flag_values(argv, '--model', '-m')
+    if model and model[0] != meta['arch']:
+        raise HoresnetError(f"'{checkpoint[0]}' holds weights of {meta['arch']}, not {model[0]}: drop --model")
+    given = {}
+    for item in _flag_values(argv, '--model-kwargs') or []:
+        key, _, value = item.partition('=')
+        try:
+            given[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            given[key] = value
+    for flag, key in (('--num-classes', 'num_classes'), ('--in-chans', 'in_chans'), ('--gp', 'global_pool')):
+        value = _flag_values(argv, flag)
+        if value:
+            given[key] = value[0] if key == 'global_pool' else int(value[0])
+    if given:
+        refuse_conflicts(meta['arch'], meta['model_args'], given, f"'{checkpoint[0]}' was trained as")
+    added = []
+    for flag, values in _recorded_flags(meta).items():
+        names = (flag, '-m') if flag == '--model' else (flag,)
+        if _flag_values(argv, *names) is None and f"'{flag}'" in source:
+            added += [flag, *values]
+    if added:
+        print(f"horesnet run: from the train.py record in '{checkpoint[0]}': {' '.join(added)}", file=sys.stderr)
+    return argv + added
+
+
 def run(args) -> int:
     import horesnet_timm  # noqa: F401  registers the models before the script looks them up
     script = os.path.abspath(args.script)
     if not os.path.isfile(script):
-        raise SystemExit(f"horesnet run: no script '{args.script}' (give the path of a timm script, "
-                         f"e.g. <pytorch-image-models>/validate.py)")
-    sys.argv = [script, *args.script_args]
+        raise HoresnetError(f"no script '{args.script}' (give the path of a timm script, e.g. "
+                            f"<pytorch-image-models>/validate.py)")
+    sys.argv = [script, *fill_from_checkpoint(script, args.script_args)]
     sys.path.insert(0, os.path.dirname(script))
     try:
         runpy.run_path(script, run_name='__main__')
@@ -32,5 +115,8 @@ def run(args) -> int:
         if e.code is None or isinstance(e.code, int):
             return e.code or 0
         print(e.code, file=sys.stderr)
+        return 1
+    except Exception:  # the script's own failure: its traceback, as `python SCRIPT` would print it
+        traceback.print_exc()
         return 1
     return 0

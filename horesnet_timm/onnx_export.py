@@ -1,7 +1,9 @@
 """Export a model to ONNX with the metadata deployment needs, and prove it computes what PyTorch does.
 
-Exporter: `torch.onnx.export(dynamo=True)` (torch.export + onnxscript), torch's default since 2.9;
-the TorchScript exporter (`dynamo=False`) is deprecated upstream. Both were measured on every
+Exporter: `torch.onnx.export(dynamo=True)` (torch.export + onnxscript), torch's default since 2.9,
+for opset 18 and newer; it cannot write older opsets (asked for one, it silently writes 18), so
+opsets 7-17, which older runtimes need, go through the TorchScript exporter (`dynamo=False`,
+deprecated upstream but exact here too). The opset in the file is checked against the one asked for. Both were measured on every
 scheme family: both are exact to fp32 round-off and both fold each BatchNorm that follows a conv
 (the first BN of a pre-activation sub-network follows an add and a ReLU and cannot be folded),
 but TorchScript also writes the no-op fp32 casts of the stage combinations (blocks._lift, 28 in
@@ -21,7 +23,6 @@ The file is written under a temporary name in the output directory and renamed i
 after it passed, so a failure leaves nothing behind.
 """
 import argparse
-import difflib
 import json
 import logging
 import os
@@ -31,47 +32,38 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .predict import PredictError, decode_metadata, list_images, load_image, preprocess
+from .errors import HoresnetError
+from .fileio import atomic_output
+from .predict import decode_metadata, list_images, load_image, preprocess
 
-__all__ = ['ExportError', 'create_model', 'model_metadata', 'synthetic_images', 'onnx_session', 'compare',
-           'within_tolerance', 'export_onnx', 'add_arguments', 'run']
+__all__ = ['ExportError', 'model_metadata', 'synthetic_images', 'onnx_session', 'compare', 'within_tolerance',
+           'opset_range', 'export_onnx', 'add_arguments', 'run']
 
 DEFAULT_OPSET = 18
+MIN_OPSET = 7  # the TorchScript exporter's oldest
+DYNAMO_MIN_OPSET = 18  # the dynamo exporter's oldest
 FP32_TOL = 1e-4
 PRECISIONS = ('fp32', 'fp16', 'int8')
 MIN_AGREEMENT = {'fp16': 0.9, 'int8': 0.75}  # top-1 agreement with fp32 PyTorch on the images
 
 
-class ExportError(RuntimeError):
+class ExportError(HoresnetError):
     """An export that cannot be made or did not pass verification."""
 
 
-def create_model(source: str, checkpoint: Optional[str] = None, use_ema: bool = True, **kwargs):
-    """A model in eval mode from a registered name, `hf-hub:org/name`, `local-dir:/path`, or a timm
-    train.py checkpoint file (which names its architecture); `checkpoint` weights are loaded over it."""
-    import timm
-    from . import checkpoint as ckpt
-    if checkpoint is None and os.path.isfile(source):
-        arch = ckpt.checkpoint_arch(source)
-        if not arch:
-            raise ExportError(f"'{source}' is a weights file that does not name its model (safetensors files "
-                              f"do not): give the model too, e.g. `horesnet export horesnet58_rk4 --checkpoint "
-                              f"{source}`")
-        source, checkpoint = arch, source
-    hub = source.startswith(('hf-hub:', 'local-dir:'))
-    if not hub and not timm.is_model(source):
-        close = difflib.get_close_matches(source, timm.list_models('horesnet*'), n=3, cutoff=0.6)
-        raise ExportError(f"unknown model '{source}'" + (f"; did you mean {', '.join(close)}?" if close else '')
-                          + " Give a name from `timm.list_models('horesnet*')`, hf-hub:org/name, "
-                            "local-dir:/path, or a timm train.py checkpoint file.")
-    model = timm.create_model(source, pretrained=hub, **kwargs)
-    if checkpoint is not None:
-        ckpt.load_weights(model, checkpoint, use_ema=use_ema)
-    return model.eval()
+def opset_range():
+    """The opsets an export can be asked for: the TorchScript exporter's oldest to the onnx package's newest."""
+    import onnx
+    return MIN_OPSET, onnx.defs.onnx_opset_version()
 
 
-def model_metadata(model, source: str, precision: str = 'fp32') -> Dict[str, str]:
-    """What a runner needs without torch, as ONNX metadata_props (lists and numbers as JSON)."""
+def model_metadata(model, source: str, precision: str = 'fp32', trained: Optional[bool] = None,
+                   provenance: Optional[str] = None) -> Dict[str, str]:
+    """What a runner needs without torch, as ONNX metadata_props (lists and numbers as JSON).
+
+    `trained` False marks random weights, so a runner can say its labels are not predictions;
+    None (a model passed in from Python) leaves the key out.
+    """
     import timm
     import torch
     from timm.data import ImageNetInfo, infer_imagenet_subset, resolve_data_config
@@ -91,6 +83,10 @@ def model_metadata(model, source: str, precision: str = 'fp32') -> Dict[str, str
     )
     if labels:
         meta['labels'] = list(labels)
+    if trained is not None:
+        meta['trained'] = trained
+    if provenance:
+        meta['provenance'] = provenance
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
 
 
@@ -125,22 +121,6 @@ def synthetic_images(directory: str, count: int = 8, size=(96, 80), seed: int = 
     return paths
 
 
-def _check_destination(output: str) -> str:
-    """The output's directory, existing and writable, else a message that says which and what to do."""
-    directory = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(directory):
-        raise ExportError(f"output directory '{directory}' does not exist or is not a directory; create it first")
-    if os.path.isdir(output):
-        raise ExportError(f"output '{output}' is a directory; give a file name such as model.onnx")
-    try:
-        fd, probe = tempfile.mkstemp(dir=directory, prefix='.horesnet-', suffix='.probe')
-        os.close(fd)
-        os.remove(probe)
-    except OSError as e:
-        raise ExportError(f"output directory '{directory}' is not writable ({e.strerror}); choose another -o") from e
-    return directory
-
-
 def _export(model, path: str, input_size, opset: int, dynamic_batch: bool, dynamic_size: bool, batch_size: int,
             half: bool = False):
     import copy
@@ -150,9 +130,15 @@ def _export(model, path: str, input_size, opset: int, dynamic_batch: bool, dynam
     axes = ({0: 'batch'} if dynamic_batch else {}) | ({2: 'height', 3: 'width'} if dynamic_size else {})
     # torch.export specialises a dimension seen as 1, so trace a dynamic batch at 2
     x = torch.randn(2 if dynamic_batch else batch_size, *input_size, dtype=torch.float16 if half else torch.float32)
-    torch.onnx.export(
-        model, (x,), path, input_names=['input'], output_names=['logits'], opset_version=opset,
-        dynamo=True, dynamic_shapes=(axes,) if axes else None, optimize=True, external_data=False, verbose=False)
+    if opset >= DYNAMO_MIN_OPSET:
+        torch.onnx.export(
+            model, (x,), path, input_names=['input'], output_names=['logits'], opset_version=opset,
+            dynamo=True, dynamic_shapes=(axes,) if axes else None, optimize=True, external_data=False, verbose=False)
+    else:
+        torch.onnx.export(
+            model, (x,), path, input_names=['input'], output_names=['logits'], opset_version=opset,
+            dynamo=False, dynamic_axes={'input': axes, 'logits': {0: 'batch'} if dynamic_batch else {}} if axes
+            else None, verbose=False)
 
 
 def _to_int8(src: str, dst: str, calibration: np.ndarray) -> None:
@@ -188,13 +174,14 @@ def compare(model, session, cases: Dict[str, np.ndarray]) -> List[Dict]:
         err = float(np.abs(out - ref).max())
         scale = float(np.abs(ref).max())
         rows.append(dict(case=name, batch=len(x), max_abs=err, max_rel=err / max(scale, 1e-12), max_logit=scale,
-                         top1=float((out.argmax(1) == ref.argmax(1)).mean())))
+                         top1=float((out.argmax(1) == ref.argmax(1)).mean()),
+                         finite_ref=bool(np.isfinite(ref).all()), finite=bool(np.isfinite(out).all())))
     return rows
 
 
 def within_tolerance(row: Dict, tol: float = FP32_TOL) -> bool:
-    """The fp32 bound: max |logit error| <= tol x max(1, max |logit|)."""
-    return row['max_abs'] <= tol * max(1., row['max_logit'])
+    """The fp32 bound: finite logits and max |logit error| <= tol x max(1, max |logit|)."""
+    return row['finite'] and row['finite_ref'] and row['max_abs'] <= tol * max(1., row['max_logit'])
 
 
 def verify(model, path: str, metadata: Dict[str, str], images: Sequence[str], batch_size: int,
@@ -216,6 +203,13 @@ def verify(model, path: str, metadata: Dict[str, str], images: Sequence[str], ba
     if dynamic_size:
         cases[f'random {h + 16}x{w + 8}'] = rng.standard_normal((batches[-1], c, h + 16, w + 8), dtype=np.float32)
     rows = compare(model, onnx_session(path), cases)
+    if not all(r['finite_ref'] for r in rows):
+        raise ExportError('the PyTorch model itself gives NaN or infinite logits on the verification inputs; its '
+                          'weights are broken, so no export of them can be right')
+    if not all(r['finite'] for r in rows):
+        cases_bad = ', '.join(r['case'] for r in rows if not r['finite'])
+        raise ExportError(f'the {precision} file gives NaN or infinite logits ({cases_bad})'
+                          + ('; fp16 overflows beyond 65504: export fp32' if precision == 'fp16' else ''))
     if precision == 'fp32':
         bad = [r for r in rows if not within_tolerance(r, tol)]
         if bad:
@@ -241,45 +235,50 @@ def export_onnx(
         check: bool = True,
         images: Sequence[str] = (),
         tol: float = FP32_TOL,
+        trained: Optional[bool] = None,
+        provenance: Optional[str] = None,
 ) -> Dict:
     """Export `model` (eval mode) to `output`; returns the metadata and, if `check`, the comparison rows.
 
-    Without a dynamic batch axis the file is fixed at `batch_size`. Nothing is left at `output`
-    (or beside it) when anything fails.
+    The preprocessing metadata comes from `model.pretrained_cfg` (which `loading.load_model` sets
+    to describe the loaded weights). Without a dynamic batch axis the file is fixed at `batch_size`.
+    Nothing is left at `output` (or beside it) when anything fails.
     """
     import onnx
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
-    directory = _check_destination(output)
+    low, high = opset_range()
+    if not isinstance(opset, int) or not low <= opset <= high:
+        raise ExportError(f'opset {opset} cannot be exported: this installation writes opsets {low} to {high} '
+                          f'(onnx {onnx.__version__})')
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ExportError(f'batch size must be a positive integer, got {batch_size!r}')
     for p in images:
         load_image(p)  # a bad --images file fails before the slow export
     model = model.eval()
-    metadata = model_metadata(model, source or model.pretrained_cfg.get('architecture', ''), precision)
+    metadata = model_metadata(model, source or model.pretrained_cfg.get('architecture', ''), precision, trained,
+                              provenance)
     metadata.update(opset=str(opset), dynamic_batch=json.dumps(dynamic_batch), dynamic_size=json.dumps(dynamic_size))
     input_size = json.loads(metadata['input_size'])
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(output)}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        with tempfile.TemporaryDirectory(prefix='horesnet-export-') as work:
-            fp32 = os.path.join(work, 'model.onnx')
-            _export(model, fp32, input_size, opset, dynamic_batch, dynamic_size, batch_size, half=precision == 'fp16')
-            samples = list(images) + synthetic_images(work)
-            if precision == 'int8':
-                calibration = synthetic_images(work, count=16, seed=1)  # other images than the verification's
-                cfg = decode_metadata(metadata)
-                _to_int8(fp32, fp32 + '.int8', np.stack([preprocess(load_image(p, input_size[0]), cfg)
-                                                         for p in calibration + list(images)]))
-                fp32 += '.int8'
-            proto = onnx.load(fp32)
-            onnx.helper.set_model_props(proto, metadata)
-            proto.doc_string = f"{metadata['model_name']} ({metadata['scheme']}), exported by horesnet-timm"
-            onnx.save(proto, tmp)
-            rows = verify(model, tmp, metadata, samples, batch_size, dynamic_batch, dynamic_size, precision, tol) \
-                if check else []
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(output) as tmp, tempfile.TemporaryDirectory(prefix='horesnet-export-') as work:
+        path = os.path.join(work, 'model.onnx')
+        _export(model, path, input_size, opset, dynamic_batch, dynamic_size, batch_size, half=precision == 'fp16')
+        samples = list(images) + synthetic_images(work)
+        if precision == 'int8':
+            calibration = synthetic_images(work, count=16, seed=1)  # other images than the verification's
+            cfg = decode_metadata(metadata)
+            _to_int8(path, path + '.int8', np.stack([preprocess(load_image(p, input_size[0]), cfg)
+                                                     for p in calibration + list(images)]))
+            path += '.int8'
+        proto = onnx.load(path)
+        written = next((o.version for o in proto.opset_import if o.domain in ('', 'ai.onnx')), None)
+        if written != opset:
+            raise ExportError(f'asked for opset {opset}, but the exporter wrote opset {written}; ask for {written}')
+        onnx.helper.set_model_props(proto, metadata)
+        proto.doc_string = f"{metadata['model_name']} ({metadata['scheme']}), exported by horesnet-timm"
+        onnx.save(proto, str(tmp))
+        rows = verify(model, str(tmp), metadata, samples, batch_size, dynamic_batch, dynamic_size, precision, tol) \
+            if check else []
     return dict(output=output, metadata=metadata, checks=rows)
 
 
@@ -290,45 +289,59 @@ def format_checks(rows: List[Dict]) -> str:
     return '\n'.join(lines)
 
 
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f'{text} is not positive')
+        return value
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('model', help="registered name (timm.list_models('horesnet*')), hf-hub:org/name, "
-                                      "local-dir:/path, or a timm train.py checkpoint")
-    parser.add_argument('-o', '--output', default=None, help='output .onnx file (default: <model>.onnx)')
-    parser.add_argument('--checkpoint', default=None, help='weights: .safetensors or a timm train.py checkpoint')
-    parser.add_argument('--no-ema', dest='use_ema', action='store_false',
-                        help="load a train.py checkpoint's state_dict, not its EMA weights")
-    parser.add_argument('--num-classes', type=int, default=None, help='classifier size the weights were trained with')
-    parser.add_argument('--scheme', default=None, help='scheme override, as timm.create_model(..., scheme=)')
-    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset (default {DEFAULT_OPSET})')
-    parser.add_argument('--static-batch', dest='dynamic_batch', action='store_false',
-                        help='fix the batch axis at --batch-size (default: dynamic)')
-    parser.add_argument('--dynamic-size', action='store_true', help='dynamic height and width')
-    parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
-                        help='fp32 (default), fp16 (the model in half: fp16 I/O and convs, stage combinations in fp32), '
-                             'int8 (onnxruntime static QDQ quantisation, calibrated on images)')
-    parser.add_argument('--batch-size', type=int, default=8, help='the larger verification batch; the fixed batch '
-                                                                  'with --static-batch (default 8)')
-    parser.add_argument('--images', nargs='+', default=[], help='image files or folders to verify (and calibrate '
-                                                                 'int8) on, in addition to the built-in synthetic ones')
-    parser.add_argument('--tol', type=float, default=FP32_TOL,
-                        help=f'fp32 tolerance on logits, times max(1, max |logit|) (default {FP32_TOL:g})')
-    parser.add_argument('--no-verify', dest='check', action='store_false', help='skip the checker and the parity checks')
+    from .loading import add_model_arguments
+    add_model_arguments(parser)
+    group = parser.add_argument_group('export')
+    group.add_argument('-o', '--output', default=None, help='output .onnx file (default: <model>.onnx)')
+    low, high = opset_range()
+    group.add_argument('--opset', type=int, default=DEFAULT_OPSET,
+                       help=f'ONNX opset, {low}-{high} (default {DEFAULT_OPSET}; below {DYNAMO_MIN_OPSET} through torch\'s '
+                            f'TorchScript exporter)')
+    group.add_argument('--static-batch', dest='dynamic_batch', action='store_false',
+                       help='fix the batch axis at --batch-size (default: dynamic)')
+    group.add_argument('--dynamic-size', action='store_true', help='dynamic height and width')
+    group.add_argument('--precision', choices=PRECISIONS, default='fp32',
+                       help='fp32 (default), fp16 (the model in half: fp16 I/O and convs, stage combinations in fp32), '
+                            'int8 (onnxruntime static QDQ quantisation, calibrated on images)')
+    group.add_argument('--batch-size', type=_positive(int), default=8,
+                       help='the larger verification batch; the fixed batch with --static-batch (default 8)')
+    group.add_argument('--images', nargs='+', default=[], help='image files or folders to verify (and calibrate '
+                                                                'int8) on, in addition to the built-in synthetic ones')
+    group.add_argument('--tol', type=_positive(float), default=FP32_TOL,
+                       help=f'fp32 tolerance on logits, times max(1, max |logit|) (default {FP32_TOL:g})')
+    group.add_argument('--no-verify', dest='check', action='store_false', help='skip the checker and the parity checks')
 
 
 def run(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
+    from .errors import UsageError
+    from .fileio import output_directory
+    from .loading import load_from_args
     logging.getLogger('onnxruntime').setLevel(logging.ERROR)  # quantisation warns per BatchNorm weight
-    kwargs = {k: v for k, v in (('num_classes', args.num_classes), ('scheme', args.scheme)) if v is not None}
-    output = args.output or os.path.basename(args.model.split(':')[-1]).split('.')[0] + '.onnx'
-    try:
-        images = list_images(args.images) if args.images else []
-        model = create_model(args.model, args.checkpoint, use_ema=args.use_ema, **kwargs)
-        result = export_onnx(model, output, source=args.model, opset=args.opset, dynamic_batch=args.dynamic_batch,
-                             dynamic_size=args.dynamic_size, precision=args.precision, batch_size=args.batch_size,
-                             check=args.check, images=images, tol=args.tol)
-    except (ExportError, CheckpointError, PredictError, FileNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    low, high = opset_range()
+    if not low <= args.opset <= high:  # before the slow work
+        raise UsageError(f'--opset {args.opset}: this installation exports opsets {low} to {high}')
+    images = list_images(args.images) if args.images else []
+    if args.output:
+        output_directory(args.output)
+    loaded = load_from_args(args)
+    output = args.output or os.path.basename(loaded.architecture.split(':')[-1]) + '.onnx'
+    if not loaded.trained:
+        print(f'note: {loaded.architecture} has random weights (no --checkpoint or --pretrained); the file is marked '
+              f'untrained', file=sys.stderr)
+    result = export_onnx(loaded.model, output, source=loaded.source, opset=args.opset,
+                         dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size, precision=args.precision,
+                         batch_size=args.batch_size, check=args.check, images=images, tol=args.tol,
+                         trained=loaded.trained, provenance=loaded.provenance)
     meta = result['metadata']
     if result['checks']:
         print(format_checks(result['checks']))

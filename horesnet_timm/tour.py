@@ -6,9 +6,8 @@ from typing import Dict, List
 
 import timm
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from .schemes import get_scheme, list_schemes
+from .stats import measure
 
 __all__ = ['scheme_rows', 'model_rows', 'train_step_rows', 'format_table', 'run_tour']
 
@@ -16,33 +15,6 @@ __all__ = ['scheme_rows', 'model_rows', 'train_step_rows', 'format_table', 'run_
 def scheme_rows() -> List[Dict]:
     return [dict(scheme=name, stages=s.stages, order=s.order, description=s.title)
             for name, s in ((n, get_scheme(n)) for n in list_schemes())]
-
-
-def measure(name: str, activations: bool = False, **kwargs) -> Dict:
-    """Parameters, and multiply-accumulates of conv and linear layers at the default input size,
-    counted on the meta device (shapes only, no weights allocated).
-
-    `activations` adds 'activations_m': the output elements of every conv and linear layer, in
-    millions, the quantity timm's model cards report as "Activations (M)".
-    """
-    model = timm.create_model(name, device='meta', **kwargs)
-    x = torch.empty(1, *model.pretrained_cfg['input_size'], device='meta')
-    outputs = []
-    hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o.numel())) for m in model.modules()
-             if activations and isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with FlopCounterMode(display=False) as counter:
-        model(x)
-    for hook in hooks:
-        hook.remove()
-    row = dict(
-        model=name, scheme=model.scheme, depth=model.depth,
-        params_m=sum(p.numel() for p in model.parameters()) / 1e6,
-        gmacs=counter.get_total_flops() / 2e9,
-        input_size='x'.join(map(str, model.pretrained_cfg['input_size'][1:])),
-    )
-    if activations:
-        row['activations_m'] = sum(outputs) / 1e6
-    return row
 
 
 def model_rows(pattern: str = 'horesnet*') -> List[Dict]:

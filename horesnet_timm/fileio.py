@@ -1,0 +1,79 @@
+"""Outputs that appear complete or not at all, with the permissions the user's umask asks for.
+
+Every command writes under a temporary name beside the target (same filesystem, so the final rename
+is atomic) and removes it on any failure, KeyboardInterrupt and SIGTERM included (the CLI turns
+SIGTERM into SystemExit, so these `except BaseException` clauses run). mkstemp and mkdtemp create
+private (0600 / 0700) entries; the result gets the mode an ordinary `open()` / `mkdir` would give.
+"""
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+from .errors import HoresnetError
+
+__all__ = ['output_directory', 'atomic_output', 'describe_os_error']
+
+PathLike = Union[str, os.PathLike]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def output_directory(target: PathLike) -> Path:
+    """The existing, writable directory that will hold `target`, or an error saying which it is not."""
+    target = Path(target)
+    parent = target.absolute().parent
+    if not parent.exists():
+        raise HoresnetError(f"cannot write '{target}': folder '{parent}' does not exist; create it first")
+    if not parent.is_dir():
+        raise HoresnetError(f"cannot write '{target}': '{parent}' is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HoresnetError(f"cannot write '{target}': folder '{parent}' is not writable; choose another output")
+    return parent
+
+
+@contextlib.contextmanager
+def atomic_output(target: PathLike, directory: bool = False, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary file (or folder) beside `target`; it becomes `target` when the block succeeds.
+
+    A folder target must not exist yet (a rename cannot replace a non-empty folder); a file target is
+    replaced unless `overwrite` is False.
+    """
+    target = Path(target)
+    parent = output_directory(target)
+    if target.is_dir() and not directory:
+        raise HoresnetError(f"cannot write '{target}': it is a folder; give a file name")
+    if target.exists() and (directory or not overwrite):
+        raise HoresnetError(f"'{target}' already exists; remove it or choose another name")
+    prefix = f'.{target.name}.'
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix='.tmp', dir=parent))
+        tmp.chmod(0o777 & ~_umask())
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=parent)
+        os.close(fd)
+        tmp = Path(name)
+        tmp.chmod(0o666 & ~_umask())
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for an operating-system error: what failed on which file, and why."""
+    path = e.filename if e.filename is not None else ''
+    reason = {errno.ENOSPC: 'no space left on the device: free some space or write elsewhere',
+              errno.EDQUOT: 'disk quota exceeded: free some space or write elsewhere',
+              errno.EACCES: 'permission denied', errno.EROFS: 'the filesystem is read-only'}.get(
+        e.errno, e.strerror or str(e))
+    return f"'{path}': {reason}" if path else reason

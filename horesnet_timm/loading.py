@@ -1,0 +1,342 @@
+"""One way from a source to a model: the architecture the weights were trained as, the weights, the
+data config they expect, and where they came from. Every command that takes a model goes through here.
+
+    source                              weights                    architecture and data config from
+    registered name (e.g. horesnet58_rk4)  random: untrained       the registry, plus the overrides
+    registered name --pretrained        its published tag          the registry's pretrained_cfg
+    hf-hub:org/name, local-dir:/path    the repository's           its config.json
+    weights.safetensors (+ a name)      the file                   config.json beside it, else the name
+    train.py checkpoint                 the file (EMA if present)  the arch and arguments train.py recorded
+
+Overrides use timm train.py's names (--model-kwargs, --num-classes, --in-chans, --gp; --input-size,
+--mean, ...). Where the weights' architecture is recorded, an override may not contradict it: the
+recorded and the requested model are both built on the meta device and compared module by module
+and tensor by tensor, so a default train.py never recorded (horesnet10_rk4's scheme, rk4) is
+compared too, while settings that only act in training (drop rates) may change.
+"""
+import argparse
+import difflib
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from .errors import HoresnetError, UsageError
+
+# torch and timm are imported where used, so that building the command line (`horesnet --help`) stays fast
+
+__all__ = ['Loaded', 'LoadError', 'load_model', 'architecture_of', 'refuse_conflicts', 'add_model_arguments', 'load_from_args',
+           'dataset_label_names']
+
+HUB_PREFIXES = ('hf-hub:', 'local-dir:')
+# pretrained_cfg fields that say where the registry's weights live: wrong once other weights are loaded
+_SOURCE_KEYS = ('url', 'file', 'state_dict', 'hf_hub_id', 'hf_hub_filename', 'source', 'tag', 'custom_load')
+
+
+class LoadError(HoresnetError):
+    """A source, weights or overrides that do not make the model asked for."""
+
+
+@dataclass
+class Loaded:
+    """A model in eval mode with what is known about its weights.
+
+    `model.pretrained_cfg` is updated to describe these weights (input size, mean, std, crop,
+    interpolation, label names), so timm's own `resolve_data_config(model=...)` and `save_for_hf`
+    see the truth.
+    """
+    model: Any
+    architecture: str  # the registered name (or hf-hub:/local-dir: source) it was built from
+    source: str  # what the user named
+    model_args: Dict[str, Any]  # create_model keywords beyond the registered defaults
+    data_config: Dict[str, Any]  # resolved: input_size, interpolation, mean, std, crop_pct, crop_mode
+    trained: bool  # False: random initialisation
+    provenance: str  # one sentence: where the weights come from
+    record: Dict[str, Any] = field(default_factory=dict)  # what the checkpoint recorded (checkpoint_meta)
+
+    @property
+    def label_names(self) -> Optional[List[str]]:
+        return self.model.pretrained_cfg.get('label_names')
+
+
+def _is_hub(source: str) -> bool:
+    return source.startswith(HUB_PREFIXES)
+
+
+def _check_name(name: str) -> None:
+    import timm
+    if _is_hub(name):
+        return
+    if timm.is_model(name):
+        arch, _, tag = name.partition('.')
+        tags = timm.list_pretrained(arch + '*')
+        if tag and name not in tags:
+            raise LoadError(f"{arch} has no tag '{tag}'" + (f"; tagged weights: {', '.join(tags)}" if tags else ''))
+        return
+    close = difflib.get_close_matches(name, timm.list_models('horesnet*') + timm.list_models(), n=3, cutoff=0.75)
+    raise LoadError(f"unknown model '{name}'" + (f"; did you mean {', '.join(close)}?" if close else '')
+                    + " Give a name from timm.list_models('horesnet*'), hf-hub:org/name, local-dir:/path, a "
+                      "timm train.py checkpoint, or a .safetensors file with the model it belongs to")
+
+
+def _create(name: str, pretrained: bool = False, **kwargs):
+    """timm.create_model with a message naming the model and arguments when they cannot build it."""
+    import timm
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except HoresnetError:
+        raise
+    except (TypeError, ValueError, AssertionError) as e:
+        shown = ', '.join(f'{k}={v!r}' for k, v in kwargs.items() if k not in ('device', 'dtype'))
+        raise LoadError(f"cannot build {name}" + (f" with {shown}" if shown else '') + f": {e}") from e
+    except RuntimeError as e:
+        if pretrained and 'pretrained' in str(e).lower():
+            raise LoadError(f"{name} has no published weights ({e}); timm.list_pretrained('horesnet*') lists "
+                            f"those that have") from e
+        raise
+
+
+def architecture_of(model) -> List[str]:
+    """What fixes the function a model computes from its weights: every module with its settings and
+    every parameter and buffer with its shape. Dropout and drop-path are left out: they act only in
+    training, so changing their rates does not contradict the weights."""
+    from timm.layers import DropPath
+    import torch.nn as nn
+    skip = (DropPath, nn.Dropout, nn.Identity)
+    lines = [f'{name}: {type(m).__name__}({m.extra_repr()})' + (f" scheme={m.scheme}" if isinstance(
+        getattr(m, 'scheme', None), str) else '') for name, m in model.named_modules() if not isinstance(m, skip)]
+    lines += [f'{name}: {tuple(t.shape)}' for name, t in list(model.named_parameters()) + list(model.named_buffers())]
+    return lines
+
+
+def refuse_conflicts(name: str, trained_as: Dict[str, Any], overrides: Dict[str, Any], what: str) -> None:
+    """Refuse overrides under which `name` would be another architecture than the weights' one."""
+    build = lambda kw: architecture_of(_create(name, device='meta', **kw))
+    base = _create(name, device='meta', **trained_as)
+    if build({**trained_as, **overrides}) == architecture_of(base):
+        return
+    culprits = [k for k in overrides if build({**trained_as, k: overrides[k]}) != architecture_of(base)] or list(overrides)
+
+    def trained_value(key):
+        value = trained_as.get(key, getattr(base, key, None))
+        return f'{value!r}' if value is not None else 'its default'
+    raise LoadError(f"{what} {name} with " + ', '.join(f'{k}={trained_value(k)}' for k in culprits) + "; "
+                    + ', '.join(f'{k}={overrides[k]!r}' for k in culprits)
+                    + " would build another architecture and load the weights into it. Drop the override "
+                      "(to change the architecture, fine-tune with train.py --initial-checkpoint)")
+
+
+def dataset_label_names(dataset: str, num_classes: int) -> Optional[List[str]]:
+    """Class names of a torchvision dataset named as train.py names it (torch/fashion_mnist), if known."""
+    from .models.cifar import CIFAR10_LABELS
+    known = {'torch/cifar10': lambda: CIFAR10_LABELS}
+    for name, cls in (('fashion_mnist', 'FashionMNIST'), ('mnist', 'MNIST'), ('kmnist', 'KMNIST')):
+        known[f'torch/{name}'] = lambda cls=cls: getattr(importlib.import_module('torchvision.datasets'), cls).classes
+    names = known.get((dataset or '').lower(), lambda: None)()
+    return list(names) if names is not None and len(names) == num_classes else None
+
+
+def _provenance(source: str, checkpoint: Optional[str], meta: Dict[str, Any], pretrained: bool, use_ema: bool,
+                model) -> str:
+    if checkpoint is None:
+        if _is_hub(source):
+            return f'weights from {source}'
+        if pretrained:
+            cfg = model.pretrained_cfg
+            where = cfg.get('hf_hub_id') or cfg.get('url') or cfg.get('file') or 'the registry'
+            return f"the published weights of {cfg.get('architecture', source)}.{cfg.get('tag', '')} ({where})"
+        return 'untrained: random initialisation'
+    text = f'converted from `{os.path.basename(os.fspath(checkpoint))}`'
+    if meta.get('config'):
+        text += f" with the config.json beside it (`{meta['arch']}`)"
+    elif meta.get('arch'):
+        text += f", a timm train.py checkpoint of `{meta['arch']}`"
+        text += f", epoch {meta['epoch']}" if 'epoch' in meta else ''
+        text += ', EMA weights' if use_ema and meta.get('ema') else ''
+    if meta.get('train_args'):
+        text += ' (train.py arguments: ' + ', '.join(f'{k} {v}' for k, v in meta['train_args'].items()) + ')'
+    return text
+
+
+def _describe(data_config: Dict[str, Any], labels, model) -> Dict[str, Any]:
+    """model.pretrained_cfg rewritten to describe the loaded weights."""
+    cfg = dict(model.pretrained_cfg)
+    if tuple(cfg.get('input_size', ())) != tuple(data_config['input_size']):
+        cfg['pool_size'] = None  # timm's save_for_hf does the same when the input size changes
+    cfg.update(data_config, num_classes=model.num_classes)
+    cfg.pop('label_descriptions', None)
+    if labels:
+        cfg['label_names'] = list(labels)
+    else:
+        cfg.pop('label_names', None)
+    return cfg
+
+
+def load_model(
+        source: Optional[str] = None,
+        checkpoint: Optional[str] = None,
+        model_args: Optional[Dict[str, Any]] = None,
+        data_args: Optional[Dict[str, Any]] = None,
+        pretrained: bool = False,
+        use_ema: bool = True,
+) -> Loaded:
+    """The model `source` names, with `checkpoint` loaded into it; see the module docstring.
+
+    model_args: create_model keywords (scheme=, num_classes=, in_chans=, ...).
+    data_args: train.py's data arguments (input_size, img_size, mean, std, crop_pct, crop_mode, interpolation).
+    """
+    from timm.data import resolve_input_data_config
+    from .checkpoint import checkpoint_meta, check_finite, load_weights, readable_file
+    model_args, data_args = dict(model_args or {}), {k: v for k, v in (data_args or {}).items() if v is not None}
+    if source and not _is_hub(source) and os.path.lexists(source):  # a weights file named as the model
+        if checkpoint is not None:
+            raise UsageError(f"'{source}' is a file and --checkpoint names '{checkpoint}': give the weights once")
+        source, checkpoint = None, source
+    if checkpoint is not None:
+        readable_file(checkpoint)
+        if pretrained or (source and _is_hub(source)):
+            raise UsageError(f"--checkpoint '{checkpoint}' and {'--pretrained' if pretrained else source} both "
+                             f"name weights: give one")
+    meta = checkpoint_meta(checkpoint) if checkpoint else {}
+    arch = meta.get('arch')
+    if source is None:
+        if not arch:
+            raise LoadError(f"'{checkpoint}' does not say which model it holds (a safetensors file without a "
+                            f"config.json beside it, or a bare state dict): name the model too, e.g. "
+                            f"`horesnet export horesnet58_rk4 --checkpoint {checkpoint}`")
+        source = arch
+        if not _is_hub(arch):
+            import timm
+            if not timm.is_model(arch):  # saved without train.py's args, the saver records the class name
+                raise LoadError(f"'{checkpoint}' records its model as '{arch}', which is not a registered model "
+                                f"name: name the model, e.g. `horesnet export horesnet58_rk4 --checkpoint {checkpoint}`")
+    _check_name(source)
+    if arch and arch != source:
+        raise LoadError(f"'{checkpoint}' holds weights of {arch}, not {source}: name {arch} (or drop the name)")
+
+    # the keywords the weights were built with; None where nothing is recorded
+    if 'model_args' in meta:
+        trained_as = meta['model_args']
+    elif _is_hub(source) or pretrained:
+        trained_as = {}  # timm applies the repository's config.json or the registry's cfg itself
+    else:
+        trained_as = None
+    if trained_as is not None and model_args:
+        what = f"'{checkpoint}' was trained as" if checkpoint else f"the weights of {source} are"
+        refuse_conflicts(source, trained_as, model_args, what)
+    build_args = {**(trained_as or {}), **model_args}
+    model = _create(source, pretrained=pretrained or _is_hub(source), **build_args).eval()
+    if checkpoint is not None:
+        load_weights(model, checkpoint, use_ema=use_ema)
+    else:
+        check_finite(model.state_dict(), f'the weights of {source}')
+
+    # the data config: what the weights were trained with, then the requested changes
+    recorded = meta.get('data_args', {})
+    try:
+        trained_cfg = resolve_input_data_config(model, args=recorded)
+        data_config = resolve_input_data_config(model, args={**recorded, **data_args})
+    except ValueError as e:
+        raise LoadError(f"data config for {source}: {e}") from e
+    known = 'data_args' in meta or (checkpoint is None and (pretrained or _is_hub(source)))
+    for key in ('mean', 'std'):
+        if known and key in data_args and tuple(data_config[key]) != tuple(trained_cfg[key]):
+            raise LoadError(f"the weights were trained with {key} {list(trained_cfg[key])}; --{key} "
+                            f"{list(data_config[key])} would feed them other inputs. Drop --{key}")
+    if checkpoint is None:
+        labels = model.pretrained_cfg.get('label_names')
+        labels = labels if labels and len(labels) == model.num_classes else None
+    else:
+        labels = meta.get('label_names') or dataset_label_names(meta.get('dataset', ''), model.num_classes)
+    cfg = _describe(data_config, labels, model)
+    if checkpoint is not None:
+        cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
+    model.pretrained_cfg = model.default_cfg = cfg
+    return Loaded(
+        model=model, architecture=source, source=checkpoint or source,
+        model_args={k: v for k, v in build_args.items() if k not in ('device', 'dtype')},
+        data_config=data_config, trained=checkpoint is not None or pretrained or _is_hub(source),
+        provenance=_provenance(source, checkpoint, meta, pretrained, use_ema, model), record=meta)
+
+
+# --- the flags every command that takes a model shares, named as in timm's train.py / validate.py ---
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{value} is not a positive integer')
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{value} is negative')
+    return value
+
+
+def _crop_pct(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f'{value} is not in (0, 1]')
+    return value
+
+
+class _ModelKwargs(argparse.Action):
+    """timm's ParseKwargs (KEY=VALUE, values read as Python literals), imported when used; a usage error
+    instead of a traceback for an item without '='."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from timm.utils import ParseKwargs
+        bad = [v for v in values if v and '=' not in v]
+        if bad:
+            raise argparse.ArgumentError(self, f"{bad[0]!r} is not KEY=VALUE (e.g. scheme=gill4)")
+        ParseKwargs.__call__(self, parser, namespace, values, option_string)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """MODEL (or --model) plus timm's flags for weights, architecture and data."""
+    parser.add_argument('model', nargs='?', metavar='MODEL',
+                        help="registered name (timm.list_models('horesnet*')), hf-hub:org/name, local-dir:/path, "
+                             "a timm train.py checkpoint, or a .safetensors file with a config.json beside it")
+    group = parser.add_argument_group('model (flags as in timm train.py / validate.py)')
+    group.add_argument('-m', '--model', dest='model_flag', metavar='MODEL', help='the same as MODEL')
+    group.add_argument('--checkpoint', metavar='PATH', help='weights: a timm train.py checkpoint or a .safetensors file')
+    group.add_argument('--pretrained', action='store_true', help="the registered name's published weights")
+    group.add_argument('--no-ema', dest='use_ema', action='store_false',
+                       help="a train.py checkpoint's state_dict, not its EMA weights (default: EMA when present)")
+    group.add_argument('--model-kwargs', nargs='*', default={}, action=_ModelKwargs, metavar='KEY=VALUE',
+                       help='create_model arguments, e.g. scheme=gill4 layers="(8,)"')
+    group.add_argument('--num-classes', type=_non_negative_int, metavar='N', help='classifier size')
+    group.add_argument('--in-chans', type=_positive_int, metavar='N', help='input channels (default: from '
+                                                                           '--input-size, as train.py)')
+    group.add_argument('--gp', metavar='POOL', help='global pool type (avg, max, avgmax, ...)')
+    group.add_argument('--input-size', type=_positive_int, nargs=3, metavar=('C', 'H', 'W'), help='input size')
+    group.add_argument('--img-size', type=_positive_int, metavar='N', help='input height and width')
+    group.add_argument('--mean', type=float, nargs='+', metavar='MEAN', help='normalisation mean per channel')
+    group.add_argument('--std', type=float, nargs='+', metavar='STD', help='normalisation std per channel')
+    group.add_argument('--crop-pct', type=_crop_pct, help='centre-crop fraction')
+    group.add_argument('--crop-mode', choices=('center', 'squash', 'border'), help='crop mode')
+    group.add_argument('--interpolation', choices=('bilinear', 'bicubic', 'nearest', 'lanczos', 'box', 'hamming'),
+                       help='resize interpolation')
+
+
+def load_from_args(args: argparse.Namespace) -> Loaded:
+    """load_model from the flags of add_model_arguments."""
+    if args.model and args.model_flag and args.model != args.model_flag:
+        raise UsageError(f"MODEL '{args.model}' and --model '{args.model_flag}' differ: give one")
+    source = args.model or args.model_flag
+    if source is None and args.checkpoint is None:
+        raise UsageError('name a model: a registered name, hf-hub:org/name, local-dir:/path or a checkpoint file')
+    if args.std is not None and any(s <= 0 for s in args.std):
+        raise UsageError(f'--std must be positive, got {args.std}')
+    model_args = dict(args.model_kwargs or {})
+    for key, value in (('num_classes', args.num_classes), ('global_pool', args.gp)):
+        if value is not None:
+            model_args[key] = value
+    in_chans = args.in_chans if args.in_chans is not None else args.input_size[0] if args.input_size else None
+    if in_chans is not None:  # as train.py derives it
+        model_args['in_chans'] = in_chans
+    data_args = {k: getattr(args, k) for k in ('input_size', 'img_size', 'mean', 'std', 'crop_pct', 'crop_mode',
+                                               'interpolation')}
+    return load_model(source, args.checkpoint, model_args, data_args, args.pretrained, args.use_ema)
