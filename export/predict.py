@@ -5,6 +5,9 @@
 
 Loads horesnet_timm/predict.py by file path rather than importing the package, whose
 `__init__` imports torch. Copy this file and horesnet_timm/predict.py together to deploy.
+Flags, output and exit status are those of `horesnet predict`: 0 success, 1 a failure (a bad
+image or ONNX file, NaN or infinite outputs), 2 a usage error, 141 when the output's reader
+went away (`| head`), without a traceback.
 """
 import importlib.util
 import os

@@ -5,53 +5,114 @@ crop_pct, mean/std) and the class labels are read from the file's metadata, writ
 `horesnet export`. This module imports nothing from torch or from the rest of the package
 (whose `__init__` imports torch), so `export/predict.py` can load it by file path and run it
 where torch is not installed.
+
+Every file is checked up front (it exists, is a regular file, can be read, has an image header
+pillow knows), so a bad one fails before any work; the pixels are decoded one batch at a time, so
+memory follows --batch-size, not the number of images.
+
+Exit status, the convention of every `horesnet` command:
+    0    success
+    1    a failure: an image or ONNX file that cannot be used, a model whose outputs are NaN or infinite
+    2    a usage error (argparse's status): an unknown flag, a count below 1
+    141  the reader of the output went away (`... | head -1`): 128 + SIGPIPE, as for any Unix tool
 """
 import argparse
 import json
 import math
 import os
+import re
+import stat
 import sys
-from typing import Dict, List, Optional, Sequence
+import warnings
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ['IMAGE_EXTENSIONS', 'PredictError', 'Predictor', 'list_images', 'load_image', 'preprocess', 'decode_metadata',
-           'add_arguments', 'run', 'main']
+__all__ = ['IMAGE_EXTENSIONS', 'PredictError', 'Predictor', 'list_images', 'check_image', 'load_image', 'preprocess',
+           'decode_metadata', 'quiet_on_broken_pipe', 'add_arguments', 'run', 'main']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 # metadata_props values that are JSON (lists, numbers); the others are plain strings
-JSON_KEYS = ('input_size', 'mean', 'std', 'crop_pct', 'num_classes', 'labels', 'dynamic_batch', 'dynamic_size')
+JSON_KEYS = ('input_size', 'mean', 'std', 'crop_pct', 'num_classes', 'labels', 'dynamic_batch', 'dynamic_size',
+             'trained')
 REQUIRED_KEYS = ('input_size', 'mean', 'std', 'interpolation', 'crop_pct')
 
 
 class PredictError(ValueError):
-    """An input the runner cannot use: a missing or unreadable image or ONNX file, or missing metadata."""
+    """An input the runner cannot use: an unusable image or ONNX file, missing metadata, non-finite outputs."""
+
+
+def _check_file(path: str, what: str, missing: str = '') -> None:
+    """Return if `path` is a regular file this process may read, else raise PredictError naming the cause."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISREG(mode):  # opened only if regular: opening a FIFO waits for a writer, forever
+            open(path, 'rb').close()
+            return
+    except ValueError as e:  # a NUL byte, or a lone surrogate that no bytes decode to
+        raise PredictError(f"{what} {path!r} is not a valid file name ({e})") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise PredictError(f"{what} '{path}' does not exist{missing}") from None
+    except PermissionError:
+        raise PredictError(f"cannot read {what} '{path}': permission denied") from None
+    except OSError as e:
+        raise PredictError(f"cannot read {what} '{path}': {e.strerror}") from None
+    kind = 'a folder' if stat.S_ISDIR(mode) else 'not a regular file (a device, FIFO or socket)'
+    raise PredictError(f"{what} '{path}' is {kind}")
 
 
 def list_images(paths: Sequence[str]) -> List[str]:
     """Image files given directly, plus the image files (by extension, sorted) of any folder given."""
     files = []
     for path in paths:
-        if os.path.isdir(path):
-            found = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
-            if not found:
-                raise PredictError(f"folder '{path}' holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
-            files += found
-        elif os.path.isfile(path):
+        if not os.path.isdir(path):
+            _check_file(path, 'image')
             files.append(path)
-        else:
-            raise PredictError(f"image '{path}' does not exist")
+            continue
+        try:
+            names = os.listdir(path)
+        except OSError as e:
+            raise PredictError(f"cannot list folder '{path}': {(e.strerror or str(e)).lower()}") from None
+        found = sorted(os.path.join(path, f) for f in names if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not found:
+            raise PredictError(f"folder '{path}' holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        files += found
     return files
+
+
+def _read_image(path: str, mode: Optional[str]):
+    """The image converted to `mode`, or with mode None its size, read from the header alone."""
+    from PIL import Image, UnidentifiedImageError
+    _check_file(path, 'image')
+    try:
+        with warnings.catch_warnings():
+            # Pillow refuses images over 2 x MAX_IMAGE_PIXELS and only warns above MAX_IMAGE_PIXELS. That
+            # range holds real photographs (a 100-megapixel camera's 11648x8736), and each image is
+            # downsampled as soon as it is decoded, so one such image (at most ~540 MB as RGB) is in memory
+            # at a time: decode them, without the warning, which names no file and asks nothing.
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.convert(mode) if mode else image.size
+    except Image.DecompressionBombError as e:
+        pixels = re.search(r'\((\d+) pixels\)', str(e))  # pillow's message is the only place that says
+        raise PredictError(
+            f"image '{path}' has {f'{int(pixels[1]):,}' if pixels else 'too many'} pixels: pillow refuses images "
+            f"over {2 * Image.MAX_IMAGE_PIXELS:,} pixels as a decompression-bomb guard; resize it first") from None
+    except UnidentifiedImageError:
+        raise PredictError(f"cannot read image '{path}': not an image pillow reads (PNG, JPEG, BMP, GIF, TIFF, "
+                           f"WebP, ...), or its header is damaged") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # pillow's errors for cut or malformed pixel data
+        raise PredictError(f"image '{path}' is truncated or corrupt ({e})") from None
+
+
+def check_image(path: str):
+    """The image's (width, height), from its header alone; PredictError names a file that cannot be one."""
+    return _read_image(path, None)
 
 
 def load_image(path: str, channels: int = 3):
     """A decoded PIL image in RGB (or L for one-channel models); PredictError names a file that is not one."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as image:
-            return image.convert('RGB' if channels == 3 else 'L')
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:  # truncated files raise OSError
-        raise PredictError(f"cannot read image '{path}': {e}. Give PNG, JPEG or another format pillow reads.") from e
+    return _read_image(path, 'RGB' if channels == 3 else 'L')
 
 
 def preprocess(image, cfg: Dict) -> np.ndarray:
@@ -85,7 +146,14 @@ def preprocess(image, cfg: Dict) -> np.ndarray:
 
 def decode_metadata(raw: Dict[str, str]) -> Dict:
     """ONNX metadata_props as written by `horesnet export`, with the JSON values decoded."""
-    return {k: json.loads(v) if k in JSON_KEYS else v for k, v in raw.items()}
+    decoded = {}
+    for key, value in raw.items():
+        try:
+            decoded[key] = json.loads(value) if key in JSON_KEYS else value
+        except json.JSONDecodeError:
+            raise PredictError(f"ONNX metadata '{key}' holds {value[:40]!r}, which is not JSON; "
+                               f"re-export the file with `horesnet export`") from None
+    return decoded
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -98,10 +166,11 @@ class Predictor:
 
     def __init__(self, onnx_path: str, threads: Optional[int] = None):
         import onnxruntime as ort
-        if not os.path.isfile(onnx_path):
-            raise PredictError(f"ONNX file '{onnx_path}' does not exist (make one with `horesnet export`)")
+        if threads is not None and threads < 1:
+            raise ValueError(f'threads must be >= 1 (or None for all cores), got {threads}')
+        _check_file(onnx_path, 'ONNX file', missing=' (make one with `horesnet export`)')
         options = ort.SessionOptions()
-        if threads:
+        if threads is not None:
             options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(onnx_path, options, providers=['CPUExecutionProvider'])
@@ -112,7 +181,9 @@ class Predictor:
         if missing:
             raise PredictError(f"ONNX file '{onnx_path}' lacks the preprocessing metadata {missing}; "
                                f"export it with `horesnet export`, which writes them")
+        self.path = onnx_path
         self.metadata = decode_metadata(raw)
+        self.trained = self.metadata.get('trained')  # None in files exported before the key existed
         self.input = self.session.get_inputs()[0]
         batch = self.input.shape[0]
         self.max_batch = batch if isinstance(batch, int) else None  # a static batch axis fixes the batch
@@ -121,49 +192,118 @@ class Predictor:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         batch = batch.astype(self.dtype)
-        if self.max_batch and len(batch) < self.max_batch:  # pad a static-batch model's last batch
-            pad = np.zeros((self.max_batch - len(batch),) + batch.shape[1:], batch.dtype)
-            return self.session.run(None, {self.input.name: np.concatenate([batch, pad])})[0][:len(batch)]
-        return self.session.run(None, {self.input.name: batch})[0]
+        n = len(batch)
+        if self.max_batch and n < self.max_batch:  # pad a static-batch model's last batch
+            batch = np.concatenate([batch, np.zeros((self.max_batch - n,) + batch.shape[1:], batch.dtype)])
+        try:
+            return self.session.run(None, {self.input.name: batch})[0][:n]
+        except Exception as e:  # onnxruntime's own error types (Fail, InvalidArgument, ...) derive from Exception
+            raise PredictError(f"onnxruntime cannot run ONNX file '{self.path}': {e}") from None
 
-    def predict(self, paths: Sequence[str], topk: int = 5, batch_size: int = 32) -> List[Dict]:
-        """Top-k classes of each image: [{'image', 'top': [{'index', 'label', 'prob'}, ...]}, ...]."""
+    def _non_finite(self, paths: List[str]) -> str:
+        names = ', '.join(f"'{p}'" for p in paths[:3]) + (f' and {len(paths) - 3} more of that batch'
+                                                            if len(paths) > 3 else '')
+        fp16 = ' (or, this file being fp16, logits beyond 65504 overflow: export in fp32)' \
+            if self.dtype == np.float16 else ''
+        return (f"ONNX file '{self.path}' produced non-finite outputs (NaN or infinity) for {names}: its weights or "
+                f"the export are broken{fp16}; re-export it with `horesnet export`")
+
+    def iter_predict(self, paths: Sequence[str], topk: int = 5, batch_size: int = 32) -> Iterator[Dict]:
+        """predict()'s results one by one, as each batch is done. Every header is read first; the pixels
+        are decoded one batch at a time, each image downsampled as soon as it is decoded."""
+        if topk < 1 or batch_size < 1:
+            raise ValueError(f'topk and batch_size must be >= 1, got topk={topk}, batch_size={batch_size}')
+        paths = list(paths)
+        for path in paths:
+            check_image(path)
         batch_size = min(batch_size, self.max_batch or batch_size)
         channels = self.metadata['input_size'][0]
-        images = [load_image(p, channels) for p in paths]  # decode all first: a bad file fails before any work
-        results = []
-        for start in range(0, len(images), batch_size):
-            x = np.stack([preprocess(im, self.metadata) for im in images[start:start + batch_size]])
-            probs = softmax(self.logits(x).astype(np.float32))
-            for path, p in zip(paths[start:start + batch_size], probs):
-                top = np.argsort(-p, kind='stable')[:topk]
-                results.append(dict(image=path, top=[
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            logits = self.logits(np.stack([preprocess(load_image(p, channels), self.metadata) for p in chunk]))
+            logits = logits.astype(np.float32)
+            broken = [path for path, row in zip(chunk, logits) if not np.isfinite(row).all()]
+            if broken:  # softmax would turn them into NaN probabilities, printed as if they meant something
+                raise PredictError(self._non_finite(broken))
+            for path, p in zip(chunk, softmax(logits)):
+                top = np.argsort(-p, kind='stable')[:topk]  # all classes when topk exceeds them
+                result = dict(image=path, top=[
                     dict(index=int(i), label=self.labels[i] if self.labels else str(int(i)), prob=float(p[i]))
-                    for i in top]))
-        return results
+                    for i in top])
+                if self.trained is not None:
+                    result['trained'] = self.trained
+                yield result
+
+    def predict(self, paths: Sequence[str], topk: int = 5, batch_size: int = 32) -> List[Dict]:
+        """Top-k classes of each image: [{'image', 'top': [{'index', 'label', 'prob'}, ...]}, ...], plus
+        'trained' (false for random weights) when the file records it."""
+        return list(self.iter_predict(paths, topk, batch_size))
+
+
+def _count(text: str) -> int:
+    """argparse type for --topk, --batch-size, --threads: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number >= 1")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('onnx', help='ONNX file written by `horesnet export`')
     parser.add_argument('images', nargs='+', help='image files and/or folders of images')
-    parser.add_argument('--topk', type=int, default=5, help='classes to print per image (default 5)')
-    parser.add_argument('--batch-size', type=int, default=32, help='images per onnxruntime call (default 32)')
-    parser.add_argument('--threads', type=int, default=None, help='onnxruntime intra-op threads (default: all cores)')
+    parser.add_argument('--topk', type=_count, default=5,
+                        help='classes to print per image (default 5; all of them if fewer)')
+    parser.add_argument('--batch-size', type=_count, default=32, help='images decoded and run together (default 32)')
+    parser.add_argument('--threads', type=_count, default=None,
+                        help='onnxruntime intra-op threads (default: all cores)')
     parser.add_argument('--json', action='store_true', help='print the results as JSON')
 
 
+def quiet_on_broken_pipe(fn: Callable[..., int], *args, **kwargs) -> int:
+    """fn(*args, **kwargs), or 141 without a traceback when stdout's reader has gone (`... | head -1`)."""
+    try:
+        status = fn(*args, **kwargs)
+        sys.stdout.flush()  # output still buffered fails here, rather than in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        # Python ignores SIGPIPE, so the closed pipe arrives as this exception. Point stdout at /dev/null,
+        # or the interpreter's final flush raises it again ("Exception ignored ... BrokenPipeError").
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # a stdout without a file descriptor (a test's capture)
+            pass
+        return 141
+
+
 def run(args: argparse.Namespace) -> int:
+    return quiet_on_broken_pipe(_run, args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         predictor = Predictor(args.onnx, threads=args.threads)
-        results = predictor.predict(list_images(args.images), topk=args.topk, batch_size=args.batch_size)
+        if predictor.trained is False:
+            provenance = predictor.metadata.get('provenance')
+            print(f"warning: ONNX file '{args.onnx}' holds untrained (random) weights: these labels are not "
+                  f"predictions" + (f" ({provenance})" if provenance else ''), file=sys.stderr)
+        results = predictor.iter_predict(list_images(args.images), topk=args.topk, batch_size=args.batch_size)
+        if args.json:  # whole, so that a failure leaves no half-written JSON
+            print(json.dumps(list(results), indent=1))
+        else:  # line by line as the batches finish: progress, and `| head` stops the work early
+            if hasattr(sys.stdout, 'reconfigure'):
+                # file names that are not UTF-8 arrive as surrogate escapes (PEP 383): write their
+                # original bytes back, as ls does, where a strict stdout would raise
+                sys.stdout.reconfigure(errors='surrogateescape')
+            for r in results:
+                print(r['image'] + ': ' + ', '.join(f"{t['label']} {t['prob']:.3f}" for t in r['top']))
     except PredictError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(results, indent=1))
-    else:
-        for r in results:
-            print(r['image'] + ': ' + ', '.join(f"{t['label']} {t['prob']:.3f}" for t in r['top']))
+        print('error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever onnxruntime wrote
+        return 1
     return 0
 
 
