@@ -62,17 +62,18 @@ def read_state_dict(path: str, use_ema: bool = True) -> Dict[str, torch.Tensor]:
     else:
         try:
             state_dict = load_state_dict(path, use_ema=use_ema, device='cpu', weights_only=True)
-        except pickle.UnpicklingError as e:
-            blocked = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e))
-            if blocked or 'Weights only load failed' in str(e):
-                raise CheckpointError(
-                    f"checkpoint '{path}' holds pickled Python objects"
-                    + (f" ({blocked.group(1)})" if blocked else '')
-                    + ", not only tensors; horesnet-timm never runs code from a weights file. Save the weights "
-                      "alone, e.g. torch.save(model.state_dict(), 'weights.pth') or safetensors' save_file") from e
-            raise CheckpointError(f"cannot read checkpoint '{path}': it is truncated or not a torch checkpoint "
-                                  f"({e})") from e
-        except (RuntimeError, EOFError, ValueError, KeyError, OSError) as e:
+        except (pickle.UnpicklingError, RuntimeError) as e:
+            # timm re-raises torch's refusal of pickled code as a RuntimeError about weights_only
+            text = f'{e} {e.__cause__ or ""}'
+            if 'weights_only' not in text and 'Weights only' not in text:
+                raise CheckpointError(f"cannot read checkpoint '{path}': it is truncated, corrupt, or not a torch "
+                                      f"checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+            blocked = re.search(r'GLOBAL ([\w.]+)', text)
+            raise CheckpointError(
+                f"checkpoint '{path}' holds pickled Python objects" + (f" ({blocked.group(1)})" if blocked else '')
+                + ", not only tensors; horesnet-timm never runs code from a weights file. Save the weights alone, "
+                  "e.g. torch.save(model.state_dict(), 'weights.pth') or safetensors' save_file") from e
+        except (EOFError, ValueError, KeyError, OSError) as e:
             raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {e}. The file is truncated, "
                                   f"corrupt, or not a safetensors / torch checkpoint.") from e
     bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)] if isinstance(state_dict, dict) else []

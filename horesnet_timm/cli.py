@@ -11,7 +11,6 @@ names and renamed when complete; SIGTERM is raised as SystemExit so that the cle
 """
 import argparse
 import importlib
-import os
 import signal
 import sys
 from typing import List, Optional
@@ -60,23 +59,15 @@ def _failure(e: BaseException) -> Optional[str]:
     return None
 
 
-def _stdout_closed() -> int:
-    # the reader went away (`horesnet predict ... | head`): stop quietly, and keep Python's own flush
-    # at exit from failing again on the closed pipe
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 141  # a shell's status for a process ended by SIGPIPE
-
-
 def main(argv: Optional[List[str]] = None) -> int:
+    from .predict import quiet_on_broken_pipe
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(['tour'])
     previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return importlib.import_module(args.module).run(args)
-    except BrokenPipeError:
-        return _stdout_closed()
+    try:  # a reader gone from stdout (`horesnet predict ... | head`) ends the command quietly
+        return quiet_on_broken_pipe(importlib.import_module(args.module).run, args)
     except KeyboardInterrupt:
         print(f'horesnet {args.command}: interrupted', file=sys.stderr)
         return 130

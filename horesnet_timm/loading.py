@@ -73,7 +73,7 @@ def _check_name(name: str) -> None:
         if tag and name not in tags:
             raise LoadError(f"{arch} has no tag '{tag}'" + (f"; tagged weights: {', '.join(tags)}" if tags else ''))
         return
-    close = difflib.get_close_matches(name, timm.list_models('horesnet*') + timm.list_models(), n=3, cutoff=0.75)
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.75)
     raise LoadError(f"unknown model '{name}'" + (f"; did you mean {', '.join(close)}?" if close else '')
                     + " Give a name from timm.list_models('horesnet*'), hf-hub:org/name, local-dir:/path, a "
                       "timm train.py checkpoint, or a .safetensors file with the model it belongs to")

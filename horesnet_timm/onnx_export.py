@@ -28,6 +28,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -135,10 +136,13 @@ def _export(model, path: str, input_size, opset: int, dynamic_batch: bool, dynam
             model, (x,), path, input_names=['input'], output_names=['logits'], opset_version=opset,
             dynamo=True, dynamic_shapes=(axes,) if axes else None, optimize=True, external_data=False, verbose=False)
     else:
-        torch.onnx.export(
-            model, (x,), path, input_names=['input'], output_names=['logits'], opset_version=opset,
-            dynamo=False, dynamic_axes={'input': axes, 'logits': {0: 'batch'} if dynamic_batch else {}} if axes
-            else None, verbose=False)
+        with warnings.catch_warnings():  # chosen deliberately (the only exporter of these opsets), and the input
+            warnings.simplefilter('ignore', DeprecationWarning)  # check it traces as a constant is a no-op there
+            warnings.simplefilter('ignore', torch.jit.TracerWarning)
+            torch.onnx.export(
+                model, (x,), path, input_names=['input'], output_names=['logits'], opset_version=opset,
+                dynamo=False, dynamic_axes={'input': axes, 'logits': {0: 'batch'} if dynamic_batch else {}} if axes
+                else None, verbose=False)
 
 
 def _to_int8(src: str, dst: str, calibration: np.ndarray) -> None:

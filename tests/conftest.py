@@ -40,3 +40,33 @@ def config_generator():
 @pytest.fixture(scope='session')
 def train_py_arguments() -> dict:
     return json.loads((CONFIGS / 'train_py_args.json').read_text())['arguments']
+
+
+def train_py_checkpoint(path, model, arch, ema=True, **args):
+    """The layout timm's train.py CheckpointSaver writes, with its pickled argparse.Namespace: train.py's
+    defaults for the arguments that shape the model and its data, updated by `args`."""
+    import argparse
+    import torch
+    namespace = dict(model=arch, model_kwargs={}, num_classes=None, in_chans=None, input_size=None, img_size=None,
+                     mean=None, std=None, crop_pct=None, crop_mode=None, interpolation='', gp=None,
+                     bn_momentum=None, bn_eps=None, dataset='torch/cifar10', epochs=300, seed=42, lr=0.1,
+                     batch_size=128, drop=0.0, drop_path=None)
+    namespace.update(args)
+    state = {'module.' + k: v for k, v in model.state_dict().items()}
+    checkpoint = {'epoch': 299, 'arch': arch, 'args': argparse.Namespace(**namespace), 'version': 2, 'metric': 94.8,
+                  'state_dict': state}
+    if ema:
+        checkpoint['state_dict_ema'] = model.state_dict()
+    torch.save(checkpoint, path)
+    return str(path)
+
+
+def randomised(model, seed=0):
+    """Every float tensor (BN statistics, zero-init weights, step sizes, LM k_n) non-trivial."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.randn(t.shape, generator=g) * 0.05 + (1.0 if t.ndim <= 1 else 0.0))
+    return model.eval()

@@ -9,10 +9,18 @@ import timm
 import horesnet_timm  # noqa: F401
 from horesnet_timm.cards import EVAL_KEYS, load_eval_record, render_card
 from horesnet_timm.cli import main
-from horesnet_timm.tour import measure
+from horesnet_timm.stats import measure
+
+from conftest import randomised, train_py_checkpoint
 
 RECORD = dict(dataset='cifar10', split='test', top1=94.12, top5=99.81, epochs=300, seed=42,
               command='python train.py data/cifar10 --model horesnet58_rk4 --device-modules horesnet_timm --seed 42')
+
+
+def card_of(name, *args, **kwargs):
+    """The card of an untrained `name`, with its stats measured as `horesnet card` measures them."""
+    model = timm.create_model(name, device='meta', **kwargs)
+    return render_card(model, measure(name, activations=True, **kwargs), *args)
 
 
 def front_matter(card):
@@ -27,18 +35,32 @@ def stat(card, label):
 
 @pytest.mark.parametrize('name, kwargs', [('horesnet58_rk4', {}), ('horesnet32i_lm', {}),
                                           ('horesnet10_rk4', dict(scheme='gill4', num_classes=100))])
-def test_stats_are_measured(name, kwargs):
-    card = render_card(timm.create_model(name, device='meta', **kwargs))
+def test_stats_are_measured(name, kwargs, capsys):
+    assert main(['card', name, '--model-kwargs', *[f'{k}={v!r}' for k, v in kwargs.items()]]) == 0
+    card = capsys.readouterr().out
+    model = timm.create_model(name, **kwargs)
+    assert stat(card, 'Params (M)') == f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}"  # counted here
     live = measure(name, activations=True, **kwargs)
-    assert stat(card, 'Params (M)') == f"{live['params_m']:.2f}"
     assert stat(card, 'GMACs') == f"{live['gmacs']:.2f}"
     assert stat(card, 'Activations (M)') == f"{live['activations_m']:.2f}"
-    size = live['input_size'].replace('x', ' x ')
-    assert f'  - Image size: {size}' in card
+    assert f"  - Image size: {' x '.join(map(str, model.pretrained_cfg['input_size'][1:]))}" in card
+
+
+def test_card_of_a_checkpoint_describes_what_it_was_trained_as(tmp_path, capsys):
+    """1x28x28 Fashion-MNIST weights: stats at 28 x 28 with one input channel, the scheme it was trained with."""
+    model = randomised(timm.create_model('horesnet10_rk4', scheme='rk38', in_chans=1))
+    path = train_py_checkpoint(tmp_path / 'best.pth.tar', model, 'horesnet10_rk4', model_kwargs={'scheme': 'rk38'},
+                               input_size=[1, 28, 28], mean=[0.286], std=[0.353], dataset='torch/fashion_mnist')
+    assert main(['card', path]) == 0
+    card = capsys.readouterr().out
+    assert '  - Image size: 28 x 28' in card and "scheme='rk38'" in card and '`rk38`' in card
+    assert stat(card, 'Params (M)') == f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}"
+    assert stat(card, 'GMACs') < f"{measure('horesnet10_rk4')['gmacs']:.2f}"  # 28x28 costs less than 32x32
+    assert 'a timm train.py checkpoint of `horesnet10_rk4`, epoch 299' in card and 'dataset torch/fashion_mnist' in card
 
 
 def test_front_matter_and_no_metric_without_evaluation():
-    card = render_card(timm.create_model('horesnet58_rk4', device='meta'), 'org/horesnet58_rk4.cifar10')
+    card = card_of('horesnet58_rk4', 'org/horesnet58_rk4.cifar10')
     meta = front_matter(card)
     assert '- image-classification\n- timm' in meta and 'library_name: timm' in meta and 'license: apache-2.0' in meta
     assert 'datasets' not in meta  # nothing is claimed about data the weights were not shown to come from
@@ -52,8 +74,7 @@ def test_front_matter_and_no_metric_without_evaluation():
 def test_metrics_from_an_evaluation_record(tmp_path):
     path = tmp_path / 'eval.json'
     path.write_text(json.dumps(RECORD))
-    card = render_card(timm.create_model('horesnet58_rk4', device='meta'), 'org/x', 'converted from `m.pth.tar`.',
-                       load_eval_record(path), datasets=['CIFAR10'])
+    card = card_of('horesnet58_rk4', 'org/x', 'converted from `m.pth.tar`.', load_eval_record(path), ['CIFAR10'])
     assert front_matter(card).endswith('datasets:\n- cifar10')
     assert '| Dataset | Split | Top-1 (%) | Top-5 (%) | Epochs | Seed |' in card
     assert '| cifar10 | test | 94.12 | 99.81 | 300 | 42 |' in card and RECORD['command'] in card
@@ -68,14 +89,14 @@ def test_incomplete_evaluation_record_is_refused(tmp_path):
 
 
 def test_scheme_tableau():
-    rk4 = render_card(timm.create_model('horesnet58_rk4', device='meta'))
+    rk4 = card_of('horesnet58_rk4')
     assert '1/2 | 0    1/2\n  1 | 0    0    1\n----+-------------------\n    | 1/6  1/3  1/3  1/6' in rk4
     assert 'explicit order-4 Runge-Kutta step' in rk4 and 'h = 1' in rk4
-    gill = render_card(timm.create_model('horesnet10_rk4', device='meta', scheme='gill4'))
+    gill = card_of('horesnet10_rk4', scheme='gill4')
     assert "`gill4`, Gill's fourth-order method" in gill and '1/3 - 1/6*sqrt(2)' in gill
-    adaptive = render_card(timm.create_model('horesnet30_rk8_adaptive', device='meta'))
+    adaptive = card_of('horesnet30_rk8_adaptive')
     assert 'order-8' in adaptive and 'h is learned, one per block' in adaptive and '-27/140' in adaptive
-    lm = render_card(timm.create_model('horesnet58_lm', device='meta'))
+    lm = card_of('horesnet58_lm')
     assert 'u_{n+1} = (1 - k_n) u_n + k_n u_{n-1} + F_n(u_n)' in lm
 
 
@@ -86,5 +107,21 @@ def test_card_command(tmp_path, capsys):
     assert card.startswith('---\ntags:\n') and "(scheme='gill4')" in card
     assert main(['card', 'horesnet10_rk4']) == 0
     assert capsys.readouterr().out.count('# Model card for horesnet10_rk4') == 1
-    assert main(['card', 'horesnet10_rk4', '--model-kwargs', 'scheme']) == 1
-    assert 'not KEY=VALUE' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a usage error: argparse's status 2
+        main(['card', 'horesnet10_rk4', '--model-kwargs', 'scheme'])
+    assert e.value.code == 2 and 'not KEY=VALUE' in capsys.readouterr().err
+
+
+def test_card_output_errors_leave_nothing(tmp_path, capsys, monkeypatch):
+    assert main(['card', 'horesnet10_rk4', '-o', str(tmp_path / 'missing' / 'README.md')]) == 1
+    err = capsys.readouterr().err
+    assert "folder '" in err and "missing' does not exist; create it first" in err and 'Traceback' not in err
+    import errno
+    from pathlib import Path
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device', str(self))
+    monkeypatch.setattr(Path, 'write_text', disk_full)
+    assert main(['card', 'horesnet10_rk4', '-o', str(tmp_path / 'README.md')]) == 1
+    assert 'no space left on the device' in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # neither the card nor its temporary twin

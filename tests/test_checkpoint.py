@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 import horesnet_timm  # noqa: F401
-from horesnet_timm.checkpoint import CheckpointError, checkpoint_arch, load_weights, read_state_dict
+from horesnet_timm.checkpoint import CheckpointError, checkpoint_meta, load_weights, read_state_dict
 
 
 def _model(name='horesnet10_rk4', **kwargs):
@@ -34,7 +34,7 @@ def test_safetensors_round_trip(tmp_path):
     path = tmp_path / 'model.safetensors'
     save_file(source.state_dict(), str(path))
     assert _same_weights(load_weights(_model(), path), source)
-    assert checkpoint_arch(str(path)) is None
+    assert checkpoint_meta(str(path)) == {}  # no config.json beside it
 
 
 def test_train_py_checkpoint_prefers_ema_and_strips_ddp_prefix(tmp_path):
@@ -46,7 +46,7 @@ def test_train_py_checkpoint_prefers_ema_and_strips_ddp_prefix(tmp_path):
                   'state_dict_ema': ema.state_dict(), 'optimizer': {'state': {}, 'param_groups': []}}
     path = tmp_path / 'model_best.pth.tar'
     torch.save(checkpoint, path)
-    assert checkpoint_arch(str(path)) == 'horesnet10_rk4'
+    assert checkpoint_meta(str(path))['arch'] == 'horesnet10_rk4'
     assert _same_weights(load_weights(_model(), path), ema)
     assert _same_weights(load_weights(_model(), path, use_ema=False), source)
 
@@ -58,13 +58,36 @@ def test_pickled_code_is_not_run(tmp_path):
     path = tmp_path / 'evil.pth'
     with open(path, 'wb') as f:
         pickle.dump({'state_dict': Evil()}, f)
-    with pytest.raises(CheckpointError, match='evil.pth'):
+    with pytest.raises(CheckpointError, match='evil.pth') as e:
         read_state_dict(str(path))
+    message = str(e.value)  # names what was blocked, and offers no way to run it
+    assert 'pickled Python objects' in message and 'never runs code' in message and 'weights_only=False' not in message
 
 
 def test_missing_file_names_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match='nope.safetensors'):
+    with pytest.raises(CheckpointError, match="'.*nope.safetensors' does not exist"):
         load_weights(_model(), tmp_path / 'nope.safetensors')
+
+
+def test_folder_and_unreadable_file_say_so(tmp_path):
+    with pytest.raises(CheckpointError, match=r"is a folder, not a file \(for a Hub folder use local-dir:"):
+        read_state_dict(str(tmp_path))
+    path = tmp_path / 'locked.safetensors'
+    save_file(_model().state_dict(), str(path))
+    path.chmod(0)
+    try:
+        if not os.access(path, os.R_OK):  # root reads anything
+            with pytest.raises(CheckpointError, match='permission denied'):
+                read_state_dict(str(path))
+    finally:
+        path.chmod(0o644)
+
+
+def test_path_that_is_not_utf8_reads(tmp_path):
+    source = _randomised(_model())
+    path = os.path.join(os.fsencode(tmp_path), b'\xff-weights.safetensors')
+    save_file(source.state_dict(), os.fsdecode(path))
+    assert _same_weights(load_weights(_model(), os.fsdecode(path)), source)
 
 
 @pytest.mark.parametrize('damage', ['truncated', 'garbage'])

@@ -3,11 +3,12 @@ config carries non-default arguments, and every bad input is refused by name wit
 
 The download from a real Hub server is tests/test_hub_roundtrip.py.
 """
-import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import timm
@@ -15,9 +16,11 @@ import torch
 from safetensors.torch import save_file
 
 import horesnet_timm  # noqa: F401
-from horesnet_timm.checkpoint import CheckpointError
 from horesnet_timm.cli import main
-from horesnet_timm.hub import HubError, Source, load_source, stage
+from horesnet_timm.hub import HubError, stage
+from horesnet_timm.loading import LoadError, Loaded, load_model
+
+from conftest import train_py_checkpoint  # noqa: F401  (test_hub_roundtrip imports it from here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,17 +34,6 @@ def trained(name, **kwargs):
             if t.is_floating_point():
                 t.copy_(torch.randn_like(t) * 0.05 + (1.0 if t.ndim == 1 else 0.0))
     return model.eval()
-
-
-def train_py_checkpoint(path, model, arch, model_kwargs=None, num_classes=None):
-    """The layout timm's train.py CheckpointSaver writes, including its pickled argparse.Namespace."""
-    namespace = argparse.Namespace(model=arch, model_kwargs=model_kwargs or {}, num_classes=num_classes, in_chans=None,
-                                   dataset='torch/cifar10', epochs=300, seed=42, input_size=None, img_size=None,
-                                   mean=None, std=None, crop_pct=None, interpolation='')
-    torch.save({'epoch': 299, 'arch': arch, 'args': namespace, 'version': 2, 'metric': 94.8,
-                'state_dict': {'module.' + k: v for k, v in model.state_dict().items()},
-                'state_dict_ema': model.state_dict()}, path)
-    return str(path)
 
 
 def outputs(model, input_size=(3, 32, 32)):
@@ -80,7 +72,7 @@ def test_config_records_scheme_classes_and_hub_id(tmp_path):
     """A train.py checkpoint made with --model-kwargs scheme=gill4 --num-classes 100 is published as such."""
     source = trained('horesnet10_rk4', scheme='gill4', num_classes=100)
     checkpoint = train_py_checkpoint(tmp_path / 'model_best.pth.tar', source, 'horesnet10_rk4',
-                                     {'scheme': 'gill4'}, num_classes=100)
+                                     model_kwargs={'scheme': 'gill4'}, num_classes=100)
     out = tmp_path / 'staged'
     assert dry_run('horesnet10_rk4', '--checkpoint', checkpoint, '--repo-id', 'org/h10.c100', '--output-dir', out) == 0
     config = json.loads((out / 'config.json').read_text())
@@ -101,8 +93,9 @@ def test_refuses_folder_that_reloads_differently(tmp_path):
     model = trained('horesnet10_rk4', scheme='gill4')
     model._model_args = {}  # as if the scheme had not been recorded
     out = tmp_path / 'staged'
+    loaded = Loaded(model, 'horesnet10_rk4', 'test', {}, {}, True, 'test')
     with pytest.raises(HubError, match=r'reloads as a different model.*scheme rk4 vs gill4'):
-        stage(Source(model, 'test'), out, 'org/x')
+        stage(loaded, out, 'org/x')
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary twin
 
 
@@ -134,7 +127,7 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys):
     # a train.py checkpoint says what it was trained as
     checkpoint = train_py_checkpoint(tmp_path / 'last.pth.tar', trained('horesnet18_euler'), 'horesnet18_euler')
     assert dry_run('horesnet10_rk4', '--checkpoint', checkpoint, '--repo-id', 'org/x') == 1
-    assert "trained as 'horesnet18_euler', not 'horesnet10_rk4'" in capsys.readouterr().err
+    assert "holds weights of horesnet18_euler, not horesnet10_rk4" in capsys.readouterr().err
     # a bare safetensors file does not: every key and shape that does not fit is named
     weights = tmp_path / 'w.safetensors'
     save_file(trained('horesnet18_euler').state_dict(), str(weights))
@@ -146,16 +139,70 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys):
 
 def test_checkpoint_trained_with_other_model_kwargs(tmp_path):
     checkpoint = train_py_checkpoint(tmp_path / 'c.pth.tar', trained('horesnet10_rk4', scheme='gill4'),
-                                     'horesnet10_rk4', {'scheme': 'gill4'})
-    with pytest.raises(CheckpointError, match=r"scheme='rk38' \(checkpoint: 'gill4'\)"):
-        load_source('horesnet10_rk4', checkpoint, {'scheme': 'rk38'})
-    assert load_source('horesnet10_rk4', checkpoint).model.scheme == 'gill4'
+                                     'horesnet10_rk4', model_kwargs={'scheme': 'gill4'})
+    with pytest.raises(LoadError, match=r"with scheme='gill4'; scheme='rk38' would build another architecture"):
+        load_model('horesnet10_rk4', checkpoint, {'scheme': 'rk38'})
+    assert load_model('horesnet10_rk4', checkpoint).model.scheme == 'gill4'
+
+
+def test_a_default_scheme_is_not_overridden(tmp_path, capsys):
+    """The run used horesnet10_rk4's registered scheme (train.py records nothing): a card saying gill4 over
+    rk4 weights would be a wrong artefact."""
+    checkpoint = train_py_checkpoint(tmp_path / 'rk4.pth.tar', trained('horesnet10_rk4'), 'horesnet10_rk4')
+    assert dry_run('horesnet10_rk4', '--checkpoint', checkpoint, '--model-kwargs', 'scheme=gill4', '--repo-id', 'org/x',
+                   '--output-dir', tmp_path / 'out') == 1
+    err = capsys.readouterr().err
+    assert "trained as horesnet10_rk4 with scheme='rk4'; scheme='gill4' would build another architecture" in err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_bad_names_and_arguments_are_one_line(tmp_path, capsys):
+    weights = tmp_path / 'w.safetensors'
+    save_file(trained('horesnet10_rk4').state_dict(), str(weights))
+    for argv, message in [(['horesnet10_rk5'], "unknown model 'horesnet10_rk5'; did you mean"),
+                          (['horesnet10_rk4', '--model-kwargs', 'num_classes=abc'],
+                           "cannot build horesnet10_rk4 with num_classes='abc'")]:
+        assert dry_run(*argv, '--checkpoint', weights, '--repo-id', 'org/x') == 1
+        err = capsys.readouterr().err
+        assert message in err and 'Traceback' not in err and err.count('\n') == 1, err
+
+
+def test_nan_weights_are_named(tmp_path, capsys):
+    state = trained('horesnet10_rk4').state_dict()
+    state['fc.weight'][0, 0] = float('inf')
+    weights = tmp_path / 'w.safetensors'
+    save_file(state, str(weights))
+    assert dry_run('horesnet10_rk4', '--checkpoint', weights, '--repo-id', 'org/x') == 1
+    err = capsys.readouterr().err
+    assert 'NaN or infinite values in 1 tensors (e.g. fc.weight)' in err and 'reloads' not in err
+
+
+def test_untrained_weights_are_not_published(capsys):
+    assert dry_run('horesnet10_rk4', '--repo-id', 'org/x') == 1
+    assert 'horesnet10_rk4 has random weights' in capsys.readouterr().err
+
+
+def test_sigterm_during_staging_leaves_nothing(tmp_path):
+    weights = tmp_path / 'w.safetensors'
+    save_file(trained('horesnet86_rk8').state_dict(), str(weights))
+    out = tmp_path / 'out'
+    out.mkdir()
+    process = subprocess.Popen([sys.executable, '-m', 'horesnet_timm', 'hub', 'push', 'horesnet86_rk8', '--checkpoint',
+                                str(weights), '--repo-id', 'org/x', '--dry-run', '--output-dir', str(out / 'staged')],
+                               env={**os.environ, 'PYTHONPATH': ROOT}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not os.listdir(out) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait for the hidden staging folder
+    assert os.listdir(out), 'the staging folder never appeared'
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM, process.stderr.read()
+    assert os.listdir(out) == []
 
 
 def test_missing_checkpoint_and_bad_repo_id(tmp_path, capsys):
     assert dry_run('horesnet10_rk4', '--checkpoint', tmp_path / 'nope.pth.tar', '--repo-id', 'org/x') == 1
     assert 'nope.pth.tar' in capsys.readouterr().err
-    assert dry_run('horesnet10_rk4', '--checkpoint', tmp_path / 'nope.pth.tar', '--repo-id', 'org/a/b') == 1
+    assert dry_run('horesnet10_rk4', '--checkpoint', tmp_path / 'nope.pth.tar', '--repo-id', 'org/a/b') == 2
     assert "--repo-id 'org/a/b' is not a Hub repository id" in capsys.readouterr().err
 
 
@@ -211,3 +258,18 @@ def test_push_network_failure(tmp_path):
     assert result.returncode == 1, result.stderr
     assert f'cannot reach the Hub at http://127.0.0.1:{port}' in result.stderr
     assert 'no commit was made' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_download_network_failure_is_not_called_a_push(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    code = ('from horesnet_timm.hub import load_from_hub\ntry:\n    load_from_hub("org/x")\n'
+            'except Exception as e:\n    print(type(e).__name__, e)')
+    environ = {k: v for k, v in os.environ.items() if not k.startswith('HF_')}
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                            env={**environ, 'PYTHONPATH': ROOT, 'HF_HOME': str(tmp_path), 'HF_HUB_DISABLE_XET': '1',
+                                 'HF_ENDPOINT': f'http://127.0.0.1:{port}'})
+    assert result.stdout.startswith('HubError cannot reach the Hub'), result.stdout + result.stderr
+    assert 'commit' not in result.stdout

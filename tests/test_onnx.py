@@ -2,6 +2,10 @@
 and every bad input failing with a clear message and no file left behind."""
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import onnx
@@ -12,8 +16,14 @@ from safetensors.torch import save_file
 
 import horesnet_timm
 from horesnet_timm.cli import main
-from horesnet_timm.onnx_export import ExportError, create_model, export_onnx, model_metadata, synthetic_images
+from horesnet_timm.errors import HoresnetError
+from horesnet_timm.loading import load_model
+from horesnet_timm.onnx_export import ExportError, export_onnx, model_metadata, synthetic_images
 from horesnet_timm.predict import Predictor, load_image, preprocess
+
+from conftest import train_py_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # one per scheme family and layout: Euler, midpoint, RK4, Verner-8 with learnable steps, LM, ImageNet
 FAMILY = [
@@ -90,7 +100,8 @@ def test_cli_export_metadata_then_predict_with_checkpoint(tmp_path, capsys):
     assert json.loads(meta['mean']) == pytest.approx([0.4914, 0.4822, 0.4465])
     assert json.loads(meta['std']) == pytest.approx([0.2470, 0.2435, 0.2616])
     assert meta['interpolation'] == 'bilinear' and json.loads(meta['crop_pct']) == 1.0
-    assert json.loads(meta['labels'])[3] == 'cat' and json.loads(meta['num_classes']) == 10
+    assert 'labels' not in meta  # weights with no record of their data: indices, not CIFAR-10 names by default
+    assert json.loads(meta['num_classes']) == 10 and json.loads(meta['trained']) is True
     assert meta['horesnet_timm_version'] == horesnet_timm.__version__ and meta['timm_version'] == timm.__version__
     assert meta['precision'] == 'fp32' and meta['opset'] == '18' and json.loads(meta['dynamic_batch']) is True
     assert meta['scheme'] == 'midpoint' and meta['model_name'] == 'horesnet10_midpoint'
@@ -103,14 +114,14 @@ def test_cli_export_metadata_then_predict_with_checkpoint(tmp_path, capsys):
         probs = source(torch.from_numpy(np.stack([preprocess(load_image(p), metadata) for p in images]))).softmax(-1)
     for r, p in zip(results, probs):
         assert r['top'][0]['index'] == int(p.argmax()) and r['top'][0]['prob'] == pytest.approx(float(p.max()), abs=1e-5)
-        assert r['top'][0]['label'] == horesnet_timm.models.cifar.CIFAR10_LABELS[r['top'][0]['index']]
+        assert r['top'][0]['label'] == str(r['top'][0]['index'])
 
 
 def test_train_py_checkpoint_names_the_model(tmp_path):
     source = nontrivial(timm.create_model('horesnet10_rk4'))
     path = tmp_path / 'model_best.pth.tar'
     torch.save({'arch': 'horesnet10_rk4', 'state_dict': source.state_dict()}, path)
-    model = create_model(str(path))
+    model = load_model(str(path)).model
     assert model.pretrained_cfg['architecture'] == 'horesnet10_rk4'
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), source.state_dict().values()))
 
@@ -119,7 +130,7 @@ def test_local_dir_source(tmp_path):
     from timm.models import save_for_hf
     source = nontrivial(timm.create_model('horesnet10_euler'))
     save_for_hf(source, str(tmp_path / 'repo'), safe_serialization=True)
-    model = create_model(f'local-dir:{tmp_path / "repo"}')
+    model = load_model(f'local-dir:{tmp_path / "repo"}').model
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), source(x))
@@ -158,12 +169,17 @@ def test_reduced_precision(tmp_path, precision):
 
 # ---- bad inputs: a clear message and nothing left behind --------------------------------------
 
-def _export_fails(tmp_path, capsys, *args):
+def _export_fails(tmp_path, capsys, *args, status=1):
     out = tmp_path / 'out' / 'x.onnx'
     out.parent.mkdir(exist_ok=True)
-    assert main(['export', *args, '-o', str(out)]) == 2
+    try:
+        assert main(['export', *args, '-o', str(out)]) == status
+    except SystemExit as e:  # argparse's usage errors
+        assert e.code == status == 2
     assert onnx_files(out.parent) == []
-    return capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    return err
 
 
 def test_unknown_model(tmp_path, capsys):
@@ -195,7 +211,7 @@ def test_safetensors_without_model_name(tmp_path, capsys):
     path = tmp_path / 'model.safetensors'
     save_file(timm.create_model('horesnet10_rk4').state_dict(), str(path))
     err = _export_fails(tmp_path, capsys, str(path))
-    assert 'does not name its model' in err and '--checkpoint' in err
+    assert 'does not say which model it holds' in err and '--checkpoint' in err
 
 
 def test_wrong_image(tmp_path, capsys):
@@ -209,14 +225,14 @@ def test_wrong_image(tmp_path, capsys):
 
 def test_output_directory_missing_or_not_writable(tmp_path, capsys, monkeypatch):
     model = timm.create_model('horesnet10_rk4')
-    with pytest.raises(ExportError, match='does not exist'):
+    with pytest.raises(HoresnetError, match="folder '.*such' does not exist; create it first"):
         export_onnx(model, str(tmp_path / 'no' / 'such' / 'x.onnx'))
     locked = tmp_path / 'locked'
     locked.mkdir()
     locked.chmod(0o555)
     try:
         if not os.access(locked, os.W_OK):  # root writes anywhere: then only the simulated case below runs
-            with pytest.raises(ExportError, match='is not writable'):
+            with pytest.raises(HoresnetError, match='is not writable'):
                 export_onnx(model, str(locked / 'x.onnx'))
     finally:
         locked.chmod(0o755)
@@ -224,8 +240,8 @@ def test_output_directory_missing_or_not_writable(tmp_path, capsys, monkeypatch)
     def refuse(*args, **kwargs):
         raise PermissionError(13, 'Permission denied')
     monkeypatch.setattr('tempfile.mkstemp', refuse)
-    assert main(['export', 'horesnet10_rk4', '-o', str(locked / 'x.onnx')]) == 2
-    assert 'is not writable (Permission denied)' in capsys.readouterr().err
+    assert main(['export', 'horesnet10_rk4', '-o', str(locked / 'x.onnx')]) == 1
+    assert 'horesnet export: error: permission denied' in capsys.readouterr().err
     assert onnx_files(locked) == []
 
 
@@ -257,3 +273,107 @@ def test_every_registered_model_exports_with_parity(tmp_path, name):
           f"max rel {max(r['max_rel'] for r in rows):.3g}, logits up to {max(r['max_logit'] for r in rows):.3g}")
     for r in rows:
         assert r['max_abs'] <= 1e-4 and r['top1'] == 1.0, r
+
+
+# ---- what the trust issue found: each of these wrote a wrong file with exit status 0, or a traceback ---------
+
+def _meta(path):
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def _logits(path, x):
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+def test_train_py_checkpoint_exports_the_scheme_and_input_it_was_trained_with(tmp_path, capsys):
+    """`--model-kwargs scheme=gill4` on 1x28x28 Fashion-MNIST: a gill4 graph on one channel, not rk4 on three."""
+    source = nontrivial(timm.create_model('horesnet10_rk4', scheme='gill4', in_chans=1))
+    path = train_py_checkpoint(tmp_path / 'model_best.pth.tar', source, 'horesnet10_rk4', model_kwargs={'scheme': 'gill4'},
+                               num_classes=10, input_size=[1, 28, 28], mean=[0.286], std=[0.353],
+                               dataset='torch/fashion_mnist')
+    out = tmp_path / 'fmnist.onnx'
+    assert main(['export', path, '-o', str(out)]) == 0
+    assert 'horesnet10_rk4 (gill4), fp32, opset 18, input 1x28x28' in capsys.readouterr().out
+    meta = _meta(out)
+    assert meta['scheme'] == 'gill4' and json.loads(meta['input_size']) == [1, 28, 28]
+    assert json.loads(meta['mean']) == [0.286] and json.loads(meta['std']) == [0.353]
+    assert json.loads(meta['labels'])[9] == 'Ankle boot' and json.loads(meta['trained']) is True
+    x = torch.randn(3, 1, 28, 28)
+    rk4 = timm.create_model('horesnet10_rk4', in_chans=1).eval()
+    rk4.load_state_dict(source.state_dict())  # rk4 and gill4 share every key and shape
+    with torch.no_grad():
+        np.testing.assert_allclose(_logits(out, x), source(x).numpy(), atol=1e-4)
+        assert not np.allclose(_logits(out, x), rk4(x).numpy(), atol=1e-3)
+
+
+def test_opset_is_the_one_asked_for_or_refused(tmp_path, capsys):
+    model = nontrivial(timm.create_model('horesnet10_midpoint'))
+    out = tmp_path / 'op17.onnx'
+    result = export_onnx(model, str(out), opset=17, batch_size=2)  # below 18: the TorchScript exporter
+    check_parity(result['checks'])
+    proto = onnx.load(str(out))
+    assert [o.version for o in proto.opset_import if o.domain in ('', 'ai.onnx')] == [17]
+    assert _meta(out)['opset'] == '17'
+    for opset in ('5', '99'):
+        err = _export_fails(tmp_path, capsys, 'horesnet10_rk4', '--opset', opset, status=2)
+        assert f'--opset {opset}: this installation exports opsets 7 to' in err
+    with pytest.raises(ExportError, match='opset 99 cannot be exported'):
+        export_onnx(model, str(tmp_path / 'x.onnx'), opset=99)
+
+
+def test_fp16_verification_fails_on_infinite_logits(tmp_path):
+    model = nontrivial(timm.create_model('horesnet10_rk4'))
+    with torch.no_grad():
+        model.fc.weight.mul_(1e6)  # fine in fp32, beyond fp16's 65504
+    with pytest.raises(ExportError, match=r'the fp16 file gives NaN or infinite logits.*overflows beyond 65504'):
+        export_onnx(model, str(tmp_path / 'x.onnx'), precision='fp16', batch_size=2)
+    assert onnx_files(tmp_path) == []
+
+
+@pytest.mark.parametrize('umask, mode', [(0o022, 0o644), (0o027, 0o640)])
+def test_exported_file_honours_the_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        export_onnx(timm.create_model('horesnet10_euler'), str(tmp_path / 'x.onnx'), check=False)
+    finally:
+        os.umask(previous)
+    assert os.stat(tmp_path / 'x.onnx').st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize('args, status, message', [
+    (['--batch-size', '0'], 2, "argument --batch-size: 0 is not positive"),
+    (['--batch-size', '-1'], 2, "argument --batch-size: -1 is not positive"),
+    (['--model-kwargs', 'scheme=rk5'], 1, "unknown scheme 'rk5'"),
+    (['--precision', 'fp8'], 2, "argument --precision: invalid choice: 'fp8'"),
+    (['--tol', '-1'], 2, 'argument --tol: -1 is not positive'),
+])
+def test_bad_flags(tmp_path, capsys, args, status, message):
+    assert message in _export_fails(tmp_path, capsys, 'horesnet10_rk4', *args, status=status)
+
+
+def test_untrained_export_is_marked(tmp_path, capsys):
+    out = tmp_path / 'u.onnx'
+    assert main(['export', 'horesnet10_rk4', '-o', str(out), '--no-verify']) == 0
+    assert 'random weights' in capsys.readouterr().err
+    meta = _meta(out)
+    assert json.loads(meta['trained']) is False and meta['provenance'].startswith('untrained')
+    assert main(['predict', str(out), *synthetic_images(str(tmp_path), count=1)]) == 0
+    assert 'untrained (random) weights: these labels are not predictions' in capsys.readouterr().err
+
+
+def test_sigterm_during_export_leaves_nothing(tmp_path):
+    out, scratch = tmp_path / 'out', tmp_path / 'scratch'
+    out.mkdir()
+    scratch.mkdir()
+    process = subprocess.Popen([sys.executable, '-m', 'horesnet_timm', 'export', 'horesnet58_rk8', '-o', str(out / 'x.onnx')],
+                               env={**os.environ, 'PYTHONPATH': ROOT, 'TMPDIR': str(scratch)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (os.listdir(out) and os.listdir(scratch)) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait until both the output's temporary twin and the work folder exist
+    assert os.listdir(out), 'the temporary output never appeared'
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM, process.stderr.read()
+    assert os.listdir(out) == [] and os.listdir(scratch) == []
