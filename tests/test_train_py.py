@@ -1,5 +1,7 @@
 """timm's own train.py on our configs: one epoch on an ImageFolder fixture, a checkpoint, a resumed
-second epoch, and validate.py through `horesnet run`.
+second epoch, validate.py through `horesnet run`, and the Fashion-MNIST path end to end exactly as
+README's "Fashion-MNIST end to end" section gives it (train, validate, export, predict, hub push
+--dry-run, load back through `local-dir:`).
 
 train.py is not in timm's wheel. Point TIMM_TRAIN_PY at a copy from a pytorch-image-models checkout
 (validate.py is taken from the same folder). The scripts are copied into a temporary folder and run
@@ -7,7 +9,9 @@ from there, so they import the installed timm, not a `timm/` folder that sits ne
 One config per dataset runs by default; `-m slow` runs every config.
 """
 import csv
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CONFIGS, make_image_folder
+from conftest import CONFIGS, make_fashion_mnist, make_image_folder
 
 TRAIN_PY = os.environ.get('TIMM_TRAIN_PY')
 pytestmark = pytest.mark.skipif(not TRAIN_PY, reason='set TIMM_TRAIN_PY=<pytorch-image-models>/train.py')
@@ -30,7 +34,7 @@ ALL_CONFIGS = sorted(f'{p.parent.name}/{p.stem}' for p in CONFIGS.glob('*/*.yaml
 @pytest.fixture(scope='module')
 def scripts(tmp_path_factory):
     folder = tmp_path_factory.mktemp('timm_scripts')
-    for name in ('train.py', 'validate.py'):
+    for name in ('train.py', 'validate.py', 'inference.py'):
         shutil.copy(Path(TRAIN_PY).with_name(name), folder / name)
     return folder
 
@@ -83,6 +87,63 @@ def test_validate_py_through_launcher(scripts, data, tmp_path):
                 'validation', '--model', 'horesnet10_rk4', '--checkpoint', run / 'last.pth.tar', '-b', '4',
                 '--device', 'cpu', '--workers', '0', '--results-file', tmp_path / 'results.csv'], cwd=tmp_path)
     assert 'Test: [' in log and (tmp_path / 'results.csv').is_file()
+
+
+def _horesnet(*args, cwd):
+    return _run(['-m', 'horesnet_timm', *args], cwd=cwd)
+
+
+def test_fashion_mnist_end_to_end(scripts, tmp_path):
+    """README's commands, and no other flag: a checkpoint of the 1x28x28 config is validated, exported,
+    classified and staged for the Hub as the model it was trained as."""
+    import onnx
+    import timm
+    import torch
+    import torchvision
+    from timm.data import create_transform
+    from horesnet_timm.loading import load_model
+    data = make_fashion_mnist(tmp_path / 'data')
+    config = CONFIGS / 'fashion_mnist' / 'horesnet10_rk4.yaml'
+    _run([scripts / 'train.py', '-c', config, '--data-dir', data, *CPU, '--epochs', '1'], cwd=tmp_path)
+    [checkpoint] = tmp_path.glob('output/train/*/model_best.pth.tar')
+
+    # validate.py rebuilds the model from the checkpoint's record: no --model, --in-chans, --mean ...
+    log = _horesnet('run', scripts / 'validate.py', '--data-dir', data, '--dataset', 'torch/fashion_mnist',
+                    '--checkpoint', checkpoint, '--device', 'cpu', '--workers', '0', cwd=tmp_path)
+    assert '--model horesnet10_rk4 --num-classes 10 --in-chans 1' in log and '--input-size 1 28 28' in log
+    validate_top1 = float(re.search(r'"top1": ([\d.]+)', log).group(1))
+    # ... and scores what the checkpoint, loaded here through timm's own eval transform, scores
+    loaded = load_model(str(checkpoint))
+    test_set = torchvision.datasets.FashionMNIST(str(data), train=False)
+    transform = create_transform(**loaded.data_config)
+    with torch.no_grad():
+        x = torch.stack([transform(image) for image, _ in test_set])
+        reference = loaded.model(x)
+    labels = torch.tensor([label for _, label in test_set])
+    assert validate_top1 == pytest.approx(100 * (reference.argmax(1) == labels).float().mean().item(), abs=1e-3)
+
+    _horesnet('export', checkpoint, '-o', 'fmnist.onnx', cwd=tmp_path)
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / 'fmnist.onnx')).metadata_props}
+    assert json.loads(meta['input_size']) == [1, 28, 28] and meta['scheme'] == 'rk4'
+    assert json.loads(meta['mean']) == [0.286] and json.loads(meta['labels'])[0] == 'T-shirt/top'
+
+    images = tmp_path / 'images'
+    images.mkdir()
+    for i in range(8):
+        test_set[i][0].save(images / f'{i}.png')
+    predicted = subprocess.run([sys.executable, '-m', 'horesnet_timm', 'predict', 'fmnist.onnx', str(images), '--json'],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0 and predicted.stderr == '', predicted.stderr  # trained weights: no warning
+    results = json.loads(predicted.stdout)
+    names = loaded.label_names
+    assert [r['top'][0]['label'] for r in results] == [names[i] for i in reference[:8].argmax(1)]
+
+    _horesnet('hub', 'push', checkpoint, '--repo-id', 'org/horesnet10_rk4.fmnist', '--dry-run',
+              '--output-dir', 'staged', cwd=tmp_path)
+    hub_model = timm.create_model(f'local-dir:{tmp_path / "staged"}', pretrained=True).eval()
+    assert hub_model.in_chans == 1 and hub_model.pretrained_cfg['label_names'][9] == 'Ankle boot'
+    with torch.no_grad():
+        assert torch.equal(hub_model(x), reference)
 
 
 @pytest.mark.slow
