@@ -45,6 +45,10 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
 
+# optional dependencies -> the extra that installs them (pyproject.toml)
+EXTRAS = {'onnx': 'onnx', 'onnxruntime': 'onnx', 'onnxscript': 'onnx', 'PIL': 'onnx'}
+
+
 def _failure(e: BaseException) -> Optional[str]:
     """The one line to print for a failure the user can act on, or None for a bug."""
     from .errors import HoresnetError
@@ -52,6 +56,9 @@ def _failure(e: BaseException) -> Optional[str]:
     from .predict import PredictError
     if isinstance(e, (HoresnetError, PredictError)):
         return str(e)
+    if isinstance(e, ModuleNotFoundError) and (e.name or '').split('.')[0] in EXTRAS:
+        return (f"this command needs {e.name.split('.')[0]}, which is not installed: "
+                f"pip install 'horesnet-timm[{EXTRAS[e.name.split('.')[0]]}]'")
     if isinstance(e, MemoryError):
         return 'out of memory: use a smaller batch or input'
     if isinstance(e, OSError):

@@ -307,10 +307,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     group = parser.add_argument_group('export')
     group.add_argument('-o', '--output', default=None, help='output .onnx file (default: <model>.onnx)')
-    low, high = opset_range()
     group.add_argument('--opset', type=int, default=DEFAULT_OPSET,
-                       help=f'ONNX opset, {low}-{high} (default {DEFAULT_OPSET}; below {DYNAMO_MIN_OPSET} through torch\'s '
-                            f'TorchScript exporter)')
+                       help=f'ONNX opset, from {MIN_OPSET} to the installed onnx package\'s newest (default '
+                            f'{DEFAULT_OPSET}; below {DYNAMO_MIN_OPSET} through torch\'s TorchScript exporter)')
     group.add_argument('--static-batch', dest='dynamic_batch', action='store_false',
                        help='fix the batch axis at --batch-size (default: dynamic)')
     group.add_argument('--dynamic-size', action='store_true', help='dynamic height and width')

@@ -1,0 +1,55 @@
+"""The command line's one convention: 0 success, 1 a failure named in one line, 2 a usage error,
+130/143 after SIGINT/SIGTERM; --debug shows a traceback; a missing optional package names its extra."""
+import subprocess
+import sys
+
+import pytest
+
+from horesnet_timm.cli import main
+
+
+def test_failure_is_one_line_and_debug_shows_the_traceback(capsys):
+    assert main(['export', 'horesnet10_rk5']) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("horesnet export: error: unknown model 'horesnet10_rk5'") and err.count('\n') == 1
+    with pytest.raises(Exception, match="unknown model 'horesnet10_rk5'"):
+        main(['--debug', 'export', 'horesnet10_rk5'])
+
+
+def test_usage_errors_exit_2(capsys):
+    for argv in (['export', 'horesnet10_rk4', '--opset', 'x'], ['nosuchcommand'], ['export', 'horesnet10_rk4', '--scheme', 'rk4']):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+    assert main(['export', 'horesnet10_rk4', '--model', 'horesnet10_euler']) == 2  # contradictory, found after parsing
+    assert "MODEL 'horesnet10_rk4' and --model 'horesnet10_euler' differ" in capsys.readouterr().err
+
+
+def test_missing_optional_package_names_the_extra(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, 'onnx', None)  # `import onnx` now fails as if it were not installed
+    assert main(['export', 'horesnet10_rk4', '-o', str(tmp_path / 'x.onnx'), '--no-verify']) == 1
+    assert "needs onnx, which is not installed: pip install 'horesnet-timm[onnx]'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unexpected_error_is_reported_not_dumped(monkeypatch, capsys):
+    def bug(args):
+        raise ZeroDivisionError('division by zero')
+    monkeypatch.setattr('horesnet_timm.tour.run', bug)
+    assert main(['tour']) == 1
+    err = capsys.readouterr().err
+    assert 'internal error (ZeroDivisionError: division by zero)' in err and '--debug' in err and 'Traceback' not in err
+
+
+def test_interrupt_exits_130(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr('horesnet_timm.tour.run', interrupted)
+    assert main(['tour']) == 130
+
+
+def test_broken_pipe_is_quiet(tmp_path):
+    """`horesnet tour | head -1`: the reader leaves early; no traceback, no 'Exception ignored'."""
+    result = subprocess.run(f'{sys.executable} -m horesnet_timm tour --no-steps | head -1', shell=True,
+                            capture_output=True, text=True, timeout=300)
+    assert result.stdout.startswith('horesnet-timm') and result.stderr == '', result.stderr
