@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from .errors import HoresnetError
+from .fileio import regular_file
 
 __all__ = ['CardError', 'EVAL_KEYS', 'load_eval_record', 'tableau', 'render_card']
 
@@ -33,10 +34,13 @@ def _template() -> str:
 
 def load_eval_record(path: str) -> Dict[str, Any]:
     """Read an evaluation record (JSON); refuse one that lacks any of EVAL_KEYS."""
+    regular_file(path, 'evaluation record', CardError)
     try:
         record = json.loads(Path(path).read_text(encoding='utf-8'))
-    except (OSError, ValueError) as e:
-        raise CardError(f"cannot read evaluation record '{path}': {e}") from e
+    except OSError as e:
+        raise CardError(f"cannot read evaluation record '{path}': {e.strerror}") from e
+    except ValueError as e:
+        raise CardError(f"evaluation record '{path}' is not JSON ({e})") from e
     missing = [k for k in EVAL_KEYS if not isinstance(record, dict) or record.get(k) in (None, '')]
     if missing:
         raise CardError(f"evaluation record '{path}' lacks {', '.join(missing)}; a card reports a metric only "

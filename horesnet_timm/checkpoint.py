@@ -19,6 +19,7 @@ import torch
 from timm.models import load_state_dict
 
 from .errors import HoresnetError
+from .fileio import regular_file
 
 __all__ = ['CheckpointError', 'readable_file', 'read_state_dict', 'checkpoint_meta', 'check_state_dict',
            'check_finite', 'load_weights']
@@ -28,19 +29,15 @@ class CheckpointError(HoresnetError, ValueError):
     """A checkpoint that cannot be read, or does not fit the model."""
 
 
-def readable_file(path: str, what: str = 'checkpoint') -> str:
-    """`path` if it is a readable file, else an error that says what it is instead."""
+def readable_file(path: str) -> str:
+    """`path` if it is a readable weights file, else an error that says what it is instead."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise CheckpointError(f"{what} '{path}' is a folder, not a file (for a Hub folder use local-dir:{path})")
-    if not os.path.exists(path):
-        raise CheckpointError(f"{what} '{path}' does not exist (give a .safetensors file or a timm train.py "
+        raise CheckpointError(f"checkpoint '{path}' is a folder, not a file (for a Hub folder use local-dir:{path})")
+    if not os.path.lexists(path):
+        raise CheckpointError(f"checkpoint '{path}' does not exist (give a .safetensors file or a timm train.py "
                               f"checkpoint such as output/train/<run>/model_best.pth.tar)")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{what} '{path}' is not a regular file")
-    if not os.access(path, os.R_OK):
-        raise CheckpointError(f"{what} '{path}': permission denied")
-    return path
+    return regular_file(path, 'checkpoint', CheckpointError)
 
 
 def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
@@ -64,15 +61,14 @@ def read_state_dict(path: str, use_ema: bool = True) -> Dict[str, torch.Tensor]:
             state_dict = load_state_dict(path, use_ema=use_ema, device='cpu', weights_only=True)
         except (pickle.UnpicklingError, RuntimeError) as e:
             # timm re-raises torch's refusal of pickled code as a RuntimeError about weights_only
-            text = f'{e} {e.__cause__ or ""}'
-            if 'weights_only' not in text and 'Weights only' not in text:
+            blocked = re.search(r'GLOBAL ([\w.]+)', f'{e} {e.__cause__ or ""}')
+            if not blocked:  # not code the loader refused to run: a damaged or foreign file
                 raise CheckpointError(f"cannot read checkpoint '{path}': it is truncated, corrupt, or not a torch "
-                                      f"checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
-            blocked = re.search(r'GLOBAL ([\w.]+)', text)
+                                      f"checkpoint or safetensors file") from e
             raise CheckpointError(
-                f"checkpoint '{path}' holds pickled Python objects" + (f" ({blocked.group(1)})" if blocked else '')
-                + ", not only tensors; horesnet-timm never runs code from a weights file. Save the weights alone, "
-                  "e.g. torch.save(model.state_dict(), 'weights.pth') or safetensors' save_file") from e
+                f"checkpoint '{path}' holds pickled Python objects ({blocked.group(1)}), not only tensors; "
+                f"horesnet-timm never runs code from a weights file. Save the weights alone, e.g. "
+                f"torch.save(model.state_dict(), 'weights.pth') or safetensors' save_file") from e
         except (EOFError, ValueError, KeyError, OSError) as e:
             raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {e}. The file is truncated, "
                                   f"corrupt, or not a safetensors / torch checkpoint.") from e

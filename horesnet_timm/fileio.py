@@ -15,7 +15,7 @@ from typing import Iterator, Union
 
 from .errors import HoresnetError
 
-__all__ = ['output_directory', 'atomic_output', 'describe_os_error']
+__all__ = ['regular_file', 'output_directory', 'atomic_output', 'describe_os_error']
 
 PathLike = Union[str, os.PathLike]
 
@@ -24,6 +24,21 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def regular_file(path: PathLike, what: str, error=HoresnetError) -> str:
+    """`path` if it is a readable regular file, else `error` saying what it is instead. A FIFO or device
+    is refused before anything opens it (opening a FIFO blocks until someone writes to it)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise error(f"{what} '{path}' is a folder, not a file")
+    if not os.path.exists(path):
+        raise error(f"{what} '{path}' does not exist")
+    if not os.path.isfile(path):
+        raise error(f"{what} '{path}' is not a regular file (a device, FIFO or socket)")
+    if not os.access(path, os.R_OK):
+        raise error(f"cannot read {what} '{path}': permission denied")
+    return path
 
 
 def output_directory(target: PathLike) -> Path:
@@ -53,14 +68,17 @@ def atomic_output(target: PathLike, directory: bool = False, overwrite: bool = T
     if target.exists() and (directory or not overwrite):
         raise HoresnetError(f"'{target}' already exists; remove it or choose another name")
     prefix = f'.{target.name}.'
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix='.tmp', dir=parent))
-        tmp.chmod(0o777 & ~_umask())
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=parent)
-        os.close(fd)
-        tmp = Path(name)
-        tmp.chmod(0o666 & ~_umask())
+    try:
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix='.tmp', dir=parent))
+            tmp.chmod(0o777 & ~_umask())
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=parent)
+            os.close(fd)
+            tmp = Path(name)
+            tmp.chmod(0o666 & ~_umask())
+    except OSError as e:
+        raise HoresnetError(f"cannot write in folder '{parent}': {describe_os_error(e, with_path=False)}") from e
     try:
         yield tmp
         os.replace(tmp, target)
@@ -69,11 +87,11 @@ def atomic_output(target: PathLike, directory: bool = False, overwrite: bool = T
         raise
 
 
-def describe_os_error(e: OSError) -> str:
+def describe_os_error(e: OSError, with_path: bool = True) -> str:
     """One line for an operating-system error: what failed on which file, and why."""
     path = e.filename if e.filename is not None else ''
     reason = {errno.ENOSPC: 'no space left on the device: free some space or write elsewhere',
               errno.EDQUOT: 'disk quota exceeded: free some space or write elsewhere',
               errno.EACCES: 'permission denied', errno.EROFS: 'the filesystem is read-only'}.get(
         e.errno, e.strerror or str(e))
-    return f"'{path}': {reason}" if path else reason
+    return f"'{path}': {reason}" if path and with_path else reason

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from .errors import HoresnetError
-from .fileio import atomic_output
+from .fileio import atomic_output, regular_file
 
 # torch, timm and huggingface_hub are imported where used, so `horesnet --help` stays fast
 
@@ -100,8 +100,8 @@ def stage(loaded, folder: str, repo_id: Optional[str] = None, eval_record: Optio
     from timm.models import save_for_hf
     from .cards import render_card
     from .stats import measure
-    if onnx is not None and not Path(onnx).is_file():
-        raise HubError(f"ONNX file '{onnx}' does not exist")
+    if onnx is not None:
+        regular_file(onnx, 'ONNX file', HubError)
     model = loaded.model
     stats = measure(loaded.architecture, input_size=model.pretrained_cfg['input_size'], activations=True,
                     **loaded.model_args)
@@ -120,8 +120,11 @@ def explain_hub_error(e: BaseException, repo_id: str, uploading: bool = True) ->
     """A one-paragraph reason and remedy for a Hub or network failure, or None if `e` is neither."""
     from huggingface_hub import constants
     from huggingface_hub.errors import (
-        EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError)
+        EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
     endpoint = constants.ENDPOINT
+    if isinstance(e, LocalEntryNotFoundError):  # offline, and not in the local cache either
+        return (f"cannot reach the Hub at {endpoint}, and '{repo_id}' is not in the local cache. Check the network, "
+                f"a proxy, HF_ENDPOINT or HF_HUB_OFFLINE")
     if isinstance(e, RevisionNotFoundError):
         return f"revision not found in '{repo_id}' at {endpoint}: {str(e).splitlines()[0]}"
     if isinstance(e, RepositoryNotFoundError):

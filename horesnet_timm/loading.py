@@ -65,6 +65,12 @@ def _is_hub(source: str) -> bool:
 
 def _check_name(name: str) -> None:
     import timm
+    if name.startswith('local-dir:'):
+        folder = name.partition(':')[2]
+        if not os.path.isfile(os.path.join(folder, 'config.json')):
+            raise LoadError(f"{name}: '{folder}' holds no config.json; a local-dir: source is a folder staged by "
+                            f"`horesnet hub push --dry-run --output-dir` (or timm's save_for_hf)")
+        return
     if _is_hub(name):
         return
     if timm.is_model(name):
@@ -94,6 +100,12 @@ def _create(name: str, pretrained: bool = False, **kwargs):
             raise LoadError(f"{name} has no published weights ({e}); timm.list_pretrained('horesnet*') lists "
                             f"those that have") from e
         raise
+    except Exception as e:  # hf-hub: a repository that cannot be reached or found
+        from .hub import explain_hub_error
+        message = explain_hub_error(e, name.partition(':')[2], uploading=False) if name.startswith('hf-hub:') else None
+        if message is None:
+            raise
+        raise LoadError(message) from e
 
 
 def architecture_of(model) -> List[str]:

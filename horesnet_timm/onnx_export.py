@@ -145,12 +145,15 @@ def _export(model, path: str, input_size, opset: int, dynamic_batch: bool, dynam
                 else None, verbose=False)
 
 
-def _to_int8(src: str, dst: str, calibration: np.ndarray) -> None:
+def _to_int8(src: str, dst: str, calibration: np.ndarray, batch: int = 1) -> None:
+    """Static QDQ quantisation calibrated on `calibration` images, fed `batch` at a time (a static-batch
+    graph takes no other size; the last batch repeats images to fill it)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{'input': x[None]} for x in calibration])
+            self.batches = iter([{'input': np.resize(calibration[i:i + batch], (batch,) + calibration.shape[1:])}
+                                 for i in range(0, len(calibration), batch)])
 
         def get_next(self):
             return next(self.batches, None)
@@ -272,7 +275,8 @@ def export_onnx(
             calibration = synthetic_images(work, count=16, seed=1)  # other images than the verification's
             cfg = decode_metadata(metadata)
             _to_int8(path, path + '.int8', np.stack([preprocess(load_image(p, input_size[0]), cfg)
-                                                     for p in calibration + list(images)]))
+                                                     for p in calibration + list(images)]),
+                     batch=1 if dynamic_batch else batch_size)
             path += '.int8'
         proto = onnx.load(path)
         written = next((o.version for o in proto.opset_import if o.domain in ('', 'ai.onnx')), None)

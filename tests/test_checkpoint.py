@@ -51,17 +51,24 @@ def test_train_py_checkpoint_prefers_ema_and_strips_ddp_prefix(tmp_path):
     assert _same_weights(load_weights(_model(), path, use_ema=False), source)
 
 
-def test_pickled_code_is_not_run(tmp_path):
+def test_pickled_code_is_not_run(tmp_path, capfd):
     class Evil:
         def __reduce__(self):
             return (os.system, ('echo pwned',))
-    path = tmp_path / 'evil.pth'
-    with open(path, 'wb') as f:
+    plain, saved = tmp_path / 'evil.pth', tmp_path / 'evil_torch.pth'
+    with open(plain, 'wb') as f:
         pickle.dump({'state_dict': Evil()}, f)
-    with pytest.raises(CheckpointError, match='evil.pth') as e:
-        read_state_dict(str(path))
-    message = str(e.value)  # names what was blocked, and offers no way to run it
-    assert 'pickled Python objects' in message and 'never runs code' in message and 'weights_only=False' not in message
+    torch.save({'state_dict': Evil()}, saved)
+    for path in (plain, saved):
+        with pytest.raises(CheckpointError, match=path.name) as e:
+            read_state_dict(str(path))
+        assert 'weights_only=False' not in str(e.value)  # no way offered to run it
+    assert 'pwned' not in capfd.readouterr().out
+    # torch's own format names what was refused; a foreign pickle is just not a checkpoint
+    with pytest.raises(CheckpointError, match=r"holds pickled Python objects \(posix\.system\).*never runs code"):
+        read_state_dict(str(saved))
+    with pytest.raises(CheckpointError, match='truncated, corrupt, or not a torch checkpoint'):
+        read_state_dict(str(plain))
 
 
 def test_missing_file_names_path(tmp_path):

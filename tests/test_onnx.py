@@ -241,7 +241,8 @@ def test_output_directory_missing_or_not_writable(tmp_path, capsys, monkeypatch)
         raise PermissionError(13, 'Permission denied')
     monkeypatch.setattr('tempfile.mkstemp', refuse)
     assert main(['export', 'horesnet10_rk4', '-o', str(locked / 'x.onnx')]) == 1
-    assert 'horesnet export: error: permission denied' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "horesnet export: error: cannot write in folder '" in err and err.endswith(': permission denied\n')
     assert onnx_files(locked) == []
 
 
