@@ -15,10 +15,11 @@ from typing import Dict, Optional, Sequence
 
 from .errors import HoresnetError
 from .fileio import atomic_output, regular_file
+from .loading import explain_hub_error
 
 # torch, timm and huggingface_hub are imported where used, so `horesnet --help` stays fast
 
-__all__ = ['HubError', 'stage', 'check_folder', 'push', 'load_from_hub', 'explain_hub_error']
+__all__ = ['HubError', 'stage', 'check_folder', 'push', 'load_from_hub']
 
 WEIGHTS, CONFIG, CARD, ONNX = 'model.safetensors', 'config.json', 'README.md', 'model.onnx'
 
@@ -114,36 +115,6 @@ def stage(loaded, folder: str, repo_id: Optional[str] = None, eval_record: Optio
         (work / CARD).write_text(card, encoding='utf-8')
         check_folder(work, model, onnx)
     return Path(folder)
-
-
-def explain_hub_error(e: BaseException, repo_id: str, uploading: bool = True) -> Optional[str]:
-    """A one-paragraph reason and remedy for a Hub or network failure, or None if `e` is neither."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
-    endpoint = constants.ENDPOINT
-    if isinstance(e, LocalEntryNotFoundError):  # offline, and not in the local cache either
-        return (f"cannot reach the Hub at {endpoint}, and '{repo_id}' is not in the local cache. Check the network, "
-                f"a proxy, HF_ENDPOINT or HF_HUB_OFFLINE")
-    if isinstance(e, RevisionNotFoundError):
-        return f"revision not found in '{repo_id}' at {endpoint}: {str(e).splitlines()[0]}"
-    if isinstance(e, RepositoryNotFoundError):
-        return (f"repository '{repo_id}' not found at {endpoint}, or your token may not access it. Check the "
-                f"id (ORG/NAME[@revision]) and your token (HF_TOKEN or `hf auth login`).")
-    if isinstance(e, EntryNotFoundError):
-        return f"a file is missing from '{repo_id}' at {endpoint}: {str(e).splitlines()[0]}"
-    if isinstance(e, HfHubHTTPError):
-        status = getattr(getattr(e, 'response', None), 'status_code', None)
-        hint = {401: 'the token was rejected: log in again with `hf auth login` or set HF_TOKEN',
-                403: 'the token may not write to this namespace: use a write token, or an ORG you belong to'}
-        return (f"the Hub at {endpoint} refused the request for '{repo_id}' (HTTP {status}): "
-                f"{hint.get(status, str(e).splitlines()[0])}")
-    # connection refused, DNS failure, timeout: httpx, httpx2 (huggingface_hub >= 1.0) or requests (< 1.0)
-    if isinstance(e, (ConnectionError, TimeoutError)) or type(e).__module__.split('.')[0] in (
-            'httpx', 'httpx2', 'requests', 'urllib3'):
-        return (f"cannot reach the Hub at {endpoint} ({type(e).__name__}: {e}). Check the network, a proxy, "
-                f"or HF_ENDPOINT" + ('; no commit was made' if uploading else ''))
-    return None
 
 
 def push(folder: Path, repo_id: str, private: bool = False, revision: Optional[str] = None,

@@ -19,14 +19,14 @@ import difflib
 import importlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 from .errors import HoresnetError, UsageError
 
 # torch and timm are imported where used, so that building the command line (`horesnet --help`) stays fast
 
-__all__ = ['Loaded', 'LoadError', 'load_model', 'architecture_of', 'refuse_conflicts', 'add_model_arguments', 'load_from_args',
-           'dataset_label_names']
+__all__ = ['Loaded', 'LoadError', 'load_model', 'architecture_of', 'refuse_conflicts', 'explain_hub_error',
+           'add_model_arguments', 'load_from_args', 'dataset_label_names']
 
 HUB_PREFIXES = ('hf-hub:', 'local-dir:')
 # pretrained_cfg fields that say where the registry's weights live: wrong once other weights are loaded
@@ -101,7 +101,6 @@ def _create(name: str, pretrained: bool = False, **kwargs):
                             f"those that have") from e
         raise
     except Exception as e:  # hf-hub: a repository that cannot be reached or found
-        from .hub import explain_hub_error
         message = explain_hub_error(e, name.partition(':')[2], uploading=False) if name.startswith('hf-hub:') else None
         if message is None:
             raise
@@ -269,6 +268,36 @@ def load_model(
         model_args={k: v for k, v in build_args.items() if k not in ('device', 'dtype')},
         data_config=data_config, trained=checkpoint is not None or pretrained or _is_hub(source),
         provenance=_provenance(source, checkpoint, meta, pretrained, use_ema, model), record=meta)
+
+
+def explain_hub_error(e: BaseException, repo_id: str, uploading: bool = True) -> Optional[str]:
+    """A one-paragraph reason and remedy for a Hub or network failure, or None if `e` is neither."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+    endpoint = constants.ENDPOINT
+    if isinstance(e, LocalEntryNotFoundError):  # offline, and not in the local cache either
+        return (f"cannot reach the Hub at {endpoint}, and '{repo_id}' is not in the local cache. Check the network, "
+                f"a proxy, HF_ENDPOINT or HF_HUB_OFFLINE")
+    if isinstance(e, RevisionNotFoundError):
+        return f"revision not found in '{repo_id}' at {endpoint}: {str(e).splitlines()[0]}"
+    if isinstance(e, RepositoryNotFoundError):
+        return (f"repository '{repo_id}' not found at {endpoint}, or your token may not access it. Check the "
+                f"id (ORG/NAME[@revision]) and your token (HF_TOKEN or `hf auth login`).")
+    if isinstance(e, EntryNotFoundError):
+        return f"a file is missing from '{repo_id}' at {endpoint}: {str(e).splitlines()[0]}"
+    if isinstance(e, HfHubHTTPError):
+        status = getattr(getattr(e, 'response', None), 'status_code', None)
+        hint = {401: 'the token was rejected: log in again with `hf auth login` or set HF_TOKEN',
+                403: 'the token may not write to this namespace: use a write token, or an ORG you belong to'}
+        return (f"the Hub at {endpoint} refused the request for '{repo_id}' (HTTP {status}): "
+                f"{hint.get(status, str(e).splitlines()[0])}")
+    # connection refused, DNS failure, timeout: httpx, httpx2 (huggingface_hub >= 1.0) or requests (< 1.0)
+    if isinstance(e, (ConnectionError, TimeoutError)) or type(e).__module__.split('.')[0] in (
+            'httpx', 'httpx2', 'requests', 'urllib3'):
+        return (f"cannot reach the Hub at {endpoint} ({type(e).__name__}: {e}). Check the network, a proxy, "
+                f"or HF_ENDPOINT" + ('; no commit was made' if uploading else ''))
+    return None
 
 
 # --- the flags every command that takes a model shares, named as in timm's train.py / validate.py ---

@@ -2,7 +2,6 @@
 overrides that contradict the weights are refused (registered defaults included), and the data config
 and labels describe the weights actually loaded."""
 import argparse
-import json
 
 import pytest
 import timm
