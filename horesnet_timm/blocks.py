@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from timm.layers import DropPath
+from timm.layers import DropPath, register_notrace_function
 
 from .schemes import Scheme
 
@@ -94,11 +94,17 @@ class Bottleneck(nn.Module):
 SUBNETS = {'preact': PreActBasic, 'basic': Basic, 'bottleneck': Bottleneck}
 
 
-def _lift(x: torch.Tensor) -> torch.Tensor:
+@register_notrace_function  # branches on the dtype: torch.fx records the call (fx wraps only names without a leading _)
+def upcast_half(x: torch.Tensor) -> torch.Tensor:
     # Stage combinations run in fp32 under fp16/bf16: they sum stages with weights of both signs
     # (Verner-8's reach ~600); one rounding at the end instead of one per term cut the bf16 logit
     # error of horesnet58_rk8 / horesnet86_rk8 by ~40% (tests/test_models.py checks the bound).
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _last_reads(reads: Sequence[Sequence[int]]) -> List[int]:
+    """For each stage j, the last stage that reads k_j (-1 when none does)."""
+    return [max([i for i, r in enumerate(reads) if j in r], default=-1) for j in range(len(reads))]
 
 
 class SchemeBlock(nn.Module):
@@ -131,9 +137,7 @@ class SchemeBlock(nn.Module):
         self.subnets = nn.ModuleList(subnets)
         self.a, self.b = scheme.as_floats()
         self.reads = [list(r) for r in scheme.reads]
-        # last stage that reads each k_j; -1 when none does
-        self.last_read = [max([i for i, r in enumerate(scheme.reads) if j in r], default=-1)
-                          for j in range(scheme.stages)]
+        self.last_read = _last_reads(self.reads)
         self.step_size = nn.Parameter(torch.ones((), device=device, dtype=dtype)) if learn_step_size else None
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
@@ -143,9 +147,19 @@ class SchemeBlock(nn.Module):
             nn.init.ones_(self.step_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_hi = _lift(x)
+        return self.forward_stages(x, [])[0]
+
+    def forward_stages(self, x: torch.Tensor, keep: List[int]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """The step, and the inputs x + h * sum_j a_ij k_j of the stages i listed in `keep`, 0 < i < s.
+
+        Those are the states the sub-networks read, a model's feature taps (stage 0 reads x itself,
+        which the caller has); other numbers are ignored. Only listed inputs are kept, so `forward`
+        holds nothing more.
+        """
+        x_hi = upcast_half(x)
         ks: Dict[int, torch.Tensor] = {}
         acc: Optional[torch.Tensor] = None
+        inputs: List[torch.Tensor] = []
         for i, subnet in enumerate(self.subnets):
             stage_in = x
             inc: Optional[torch.Tensor] = None
@@ -155,7 +169,9 @@ class SchemeBlock(nn.Module):
                 if self.step_size is not None:
                     inc = inc * self.step_size
                 stage_in = (x_hi + inc).to(x.dtype)
-            k = _lift(subnet(stage_in))
+            if i > 0 and i in keep:
+                inputs.append(stage_in)
+            k = upcast_half(subnet(stage_in))
             if self.b[i] != 0.:
                 if acc is None:
                     acc = k if self.b[i] == 1. else k * self.b[i]
@@ -169,7 +185,30 @@ class SchemeBlock(nn.Module):
         assert acc is not None
         if self.step_size is not None:
             acc = acc * self.step_size
-        return self.act(x + self.drop_path(acc.to(x.dtype)))
+        return self.act(x + self.drop_path(acc.to(x.dtype))), inputs
+
+    def truncate(self, stages: int):
+        """Cut the block before stage `stages` (0 < stages < s): it then returns that stage's input.
+
+        Used by a model pruned to a feature tap inside the block. The input of stage m is
+        x + h * sum_j a_mj k_j, the step's own form with a_m for b, so the tableau's row m becomes
+        the output row; the activation and stochastic depth, which belong to the full step, go.
+        A sub-network that stage m does not depend on becomes the identity, so that no parameter
+        is left without a gradient (e.g. Kutta-Nystrom's stage 6 does not read k_5).
+        """
+        if not 0 < stages < len(self.subnets):
+            raise ValueError(f'can cut a {len(self.subnets)}-stage block before stage 1..{len(self.subnets) - 1}, '
+                             f'not {stages}')
+        needed = set(self.reads[stages])
+        for i in reversed(range(stages)):
+            if i in needed:
+                needed.update(self.reads[i])
+        self.subnets = nn.ModuleList([m if i in needed else nn.Identity() for i, m in enumerate(self.subnets[:stages])])
+        self.reads = [r if i in needed else [] for i, r in enumerate(self.reads[:stages])]
+        self.last_read = _last_reads(self.reads)
+        self.b = self.a[stages][:stages]
+        self.act = nn.Identity()
+        self.drop_path = nn.Identity()
 
 
 class MultistepBlock(nn.Module):

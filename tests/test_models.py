@@ -1,9 +1,13 @@
 """The registered family: names, the paper's parameter counts, forward/backward, errors, precision."""
+import numpy as np
 import pytest
 import timm
 import torch
+from timm.models import get_notrace_functions, get_notrace_modules
+from torchvision.models.feature_extraction import create_feature_extractor
 
 import horesnet_timm  # noqa: F401  registers the models
+from horesnet_timm.models.horesnet import check_input
 
 ALL_MODELS = timm.list_models('horesnet*')
 
@@ -85,15 +89,46 @@ def test_scheme_that_does_not_divide_the_depth_says_which_depths_work():
     assert ok.depth == 66 and len(ok.stages[0].blocks) == 4
 
 
-@pytest.mark.parametrize('kwargs, message', [
-    (dict(scheme='rk5'), 'unknown scheme'),
-    (dict(in_chans=0), 'in_chans must be a positive integer'),
-    (dict(subnet='dense'), 'unknown subnet'),
-    (dict(scheme='lm', learn_step_size=True), 'learns its k_n'),
+@pytest.mark.parametrize('kwargs, error, message', [
+    (dict(scheme='rk5'), ValueError, 'unknown scheme'),
+    (dict(subnet='dense'), ValueError, 'unknown subnet'),
+    (dict(scheme='lm', learn_step_size=True), ValueError, 'learns its k_n'),
+    (dict(in_chans=0), ValueError, r'in_chans must be an integer >= 1 \(3 for RGB, 1 for grayscale\), got 0'),
+    (dict(in_chans=3.0), TypeError, r'in_chans must be an integer >= 1 .*got 3.0'),
+    (dict(layers=4), TypeError, r'layers must be a tuple of integers, one per stage \(e.g. layers=\(28,\)\), got 4$'),
+    (dict(layers=(4.0,)), TypeError, r'layers must be a tuple of integers, .*got \(4.0,\)'),
+    (dict(layers=()), ValueError, r'layers must have one integer per stage .*got \(\)'),
+    (dict(layers=(0,)), ValueError,
+     r'stage 1 has no sub-networks and no transition block .* \(layers=\(0,\)\). Use layers=\(1,\) \(depth 4\)\.'),
+    (dict(layers=(-4,)), ValueError,
+     r'stage 1 has -4 sub-networks, and a count cannot be negative \(layers=\(-4,\)\)\. '
+     r'Use layers=\(4,\) \(depth 10\)'),
+    (dict(layers=(-6,), scheme='rk4'), ValueError, r'Use layers=\(4,\) \(depth 10\) or layers=\(8,\) \(depth 18\)\.'),
+    (dict(channels=64), TypeError, r'channels must be a tuple of integers, .*got 64'),
+    (dict(channels=(0,)), ValueError, r'channels must have one integer >= 1 per stage .*got \(0,\)'),
+    (dict(stem_width=-64), ValueError, r'stem_width must be an integer >= 1, got -64'),
+    (dict(num_classes=-1), ValueError, r'num_classes must be an integer >= 0 \(0 for no classifier\), got -1'),
+    (dict(drop_path_rate=1.5), ValueError, r'drop_path_rate must be a probability, 0 <= drop_path_rate < 1, got 1.5'),
+    (dict(drop_path_rate=-0.5), ValueError, r'0 <= drop_path_rate < 1, got -0.5'),
+    (dict(drop_rate=1.5), ValueError, r'drop_rate must be a probability, 0 <= drop_rate < 1, got 1.5'),
+    (dict(drop_rate=1.0), ValueError, r'0 <= drop_rate < 1, got 1.0'),
+    (dict(drop_rate='0.1'), TypeError, r"drop_rate must be a probability, a number with 0 <= drop_rate < 1, got '0.1'"),
+    (dict(learn_step_size='no'), TypeError, r"learn_step_size must be True or False, got 'no'"),
+    (dict(block_act='no'), TypeError, r"block_act must be True or False, got 'no'"),
+    (dict(zero_init_last=1), TypeError, r'zero_init_last must be True or False, got 1'),
 ])
-def test_bad_arguments_name_the_problem(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        timm.create_model('horesnet10_euler', **kwargs)
+def test_bad_arguments_name_the_problem(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        timm.create_model('horesnet10_euler', device='meta', **kwargs)
+
+
+def test_good_arguments_at_the_edges_build():
+    assert meta_model('horesnet10_euler', num_classes=0).num_classes == 0  # timm's "no classifier"
+    assert meta_model('horesnet10_euler', drop_rate=0., drop_path_rate=0.99, layers=[np.int64(4)]).depth == 10
+    assert meta_model('horesnet32i_euler', layers=(4, 4, 4, 0)).depth == 32  # the last stage is its transition
+    # train.py passes its unset options as None; timm's create_model drops them before the model sees them
+    model = meta_model('horesnet10_euler', drop_block_rate=None, bn_momentum=None, bn_eps=None, scriptable=None)
+    assert model.num_classes == 10
 
 
 def test_unknown_model_is_timms_error():
@@ -102,13 +137,34 @@ def test_unknown_model_is_timms_error():
 
 
 @pytest.mark.parametrize('shape, message', [
-    ((2, 1, 32, 32), 'with 3 channels.*in_chans=1'),
-    ((3, 32, 32), 'add a batch dimension'),
+    ((3, 32, 32), r'got shape \[3, 32, 32\]; this is one CHW image: add a batch dimension with x\.unsqueeze\(0\)'),
+    ((2, 32, 32, 3), r'got shape \[2, 32, 32, 3\]; this is an NHWC .*: permute it with x\.permute\(0, 3, 1, 2\)'),
+    ((2, 1, 32, 32), r'the model takes 3 channels \(in_chans\) but the input has 1: create the model with '
+                     r'in_chans=1 or convert the images'),
+    ((1, 2, 3, 32, 32), r'got shape \[1, 2, 3, 32, 32\]; expected a 4-D NCHW batch, the input is 5-D'),
+    ((1, 32, 32), r'expected a 4-D NCHW batch, the input is 3-D'),  # a CHW image, but of the wrong channel count
+    ((32, 32), r'the input is 2-D'),
 ])
 def test_bad_input_shape_names_the_problem(shape, message):
     model = timm.create_model('horesnet10_rk4').eval()
+    x = torch.randn(*shape)
     with pytest.raises(ValueError, match=message):
-        model(torch.randn(*shape))
+        model(x)
+    with pytest.raises(ValueError, match=message):
+        model.forward_intermediates(x)
+
+
+def test_input_check_survives_fx_and_torchscript():
+    """The check is one call in an FX graph (not traced through), so a traced model still runs it."""
+    model = timm.create_model('horesnet10_rk4').eval()
+    nhwc = torch.randn(2, 32, 32, 3)
+    traced = create_feature_extractor(model, ['fc'], tracer_kwargs=dict(
+        leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions()))
+    assert any(node.target is check_input for node in traced.graph.nodes)
+    with pytest.raises(ValueError, match='NHWC'):
+        traced(nhwc)
+    with pytest.raises(torch.jit.Error, match='NHWC'):
+        torch.jit.script(model)(nhwc)
 
 
 def test_in_chans_one():

@@ -3,15 +3,17 @@
 Structure checks run for every registered name on the meta device (no weights allocated); numeric
 checks run on one representative per scheme family and layout.
 """
+import copy
 import fnmatch
 
 import pytest
 import timm
 import torch
 from timm.layers import DropPath
+from timm.models import FeatureHookNet
 from timm.models._manipulate import group_parameters
 
-import horesnet_timm  # noqa: F401
+from horesnet_timm import get_scheme  # importing the package registers the models
 
 ALL_MODELS = timm.list_models('horesnet*')
 # one per scheme family (Euler, midpoint, RK4, Verner-8 fixed / learnable h, LM) and per layout
@@ -115,6 +117,10 @@ def test_global_pool_and_head(name):
     torch.testing.assert_close(model.forward_head(feats, pre_logits=True), feats.amax((2, 3)))
 
 
+def num_subnets(model):
+    return sum(len(block.subnets) for stage in model.stages for block in stage.blocks)
+
+
 @pytest.mark.parametrize('name', REPRESENTATIVES)
 def test_features_only_and_intermediates(name):
     x = make_input(name)
@@ -122,27 +128,154 @@ def test_features_only_and_intermediates(name):
     final, inter = model.forward_intermediates(x)
     torch.testing.assert_close(final, model.forward_features(x))
     info = model.feature_info
+    # the CIFAR layout is flat: the stem, the input of each later sub-network, the trunk output
+    assert len(info) == (num_subnets(model) + 1 if 'i_' not in name else 5)
     assert [t.shape[1] for t in inter] == [f['num_chs'] for f in info]
     assert [x.shape[-1] // t.shape[-1] for t in inter] == [f['reduction'] for f in info]
     assert len(model.forward_intermediates(x, indices=[0, -1], intermediates_only=True)) == 2
 
-    features = timm.create_model(name, features_only=True, out_indices=(-2, -1)).eval()
+    # default taps: a flat trunk's last 3 (as timm's ViTs), a staged trunk's stem and stages (as ResNet)
+    features = timm.create_model(name, features_only=True).eval()
     features.model.load_state_dict(model.state_dict(), strict=False)  # the head was pruned away
+    last = len(info) - 1
+    expected = (last - 2, last - 1, last) if 'i_' not in name else (0, 1, 2, 3, 4)
+    assert tuple(features.feature_info.out_indices) == expected
+    for got, index in zip(features(x), expected, strict=True):
+        torch.testing.assert_close(got, inter[index], rtol=0, atol=0)
+
+    features = timm.create_model(name, features_only=True, out_indices=(-2, -1)).eval()
+    features.model.load_state_dict(model.state_dict(), strict=False)
     outs = features(x)
     assert features.feature_info.channels() == [info[-2]['num_chs'], info[-1]['num_chs']]
     torch.testing.assert_close(outs[-1], final)
 
 
-@pytest.mark.parametrize('name', ['horesnet32i_rk4', 'horesnet58_lm'])
-def test_prune_intermediate_layers(name):
-    model = timm.create_model(name).eval()
+def hand_taps(model, x):
+    """A flat model's taps from its stem, its sub-networks and the exact tableau, not its blocks' code."""
+    scheme = get_scheme(model.scheme)
+    a = [[float(v) for v in row] for row in scheme.a]
+    b = [float(v) for v in scheme.b]
+    x = stem = model.stem(x)
+    inputs, prev = [], None
+    for block in model.stages[0].blocks:
+        if scheme.multistep:  # u_{n+1} = relu(u_n + F(u_n) + k_n (u_{n-1} - u_n)), no k_n in the first block
+            inputs.append(x)
+            y = x + block.subnets[0](x) + (0 if block.k is None else block.k * (prev - x))
+            prev, x = x, torch.relu(y)
+            continue
+        h = 1. if block.step_size is None else block.step_size
+        ks = []
+        for i, subnet in enumerate(block.subnets):
+            inputs.append(x + h * sum(a[i][j] * ks[j] for j in range(i)))
+            ks.append(subnet(inputs[-1]))
+        x = torch.relu(x + h * sum(bi * k for bi, k in zip(b, ks)))
+    return [stem] + inputs[1:] + [x]
+
+
+def small(name):
+    """LM models at 6 blocks: enough for the taps, far cheaper than 28."""
+    return dict(layers=(6,)) if name.endswith('_lm') and 'i_' not in name else {}
+
+
+@pytest.mark.parametrize('name', [n for n in REPRESENTATIVES if 'i_' not in n])
+def test_flat_taps_are_the_subnetwork_inputs(name):
+    """Tap i is what sub-network i+1 reads: in an RK block x + h * sum_j a_ij k_j, else a block output.
+
+    In float64: Verner-8's stage inputs sum terms of ~1e3 that cancel, beyond a float32 comparison.
+    """
+    torch.manual_seed(0)
+    model = timm.create_model(name, dtype=torch.float64, **small(name)).eval()
+    for block in model.stages[0].blocks:
+        if getattr(block, 'step_size', None) is not None:
+            block.step_size.data.fill_(0.6)  # so that a learnt h visibly enters every stage input
+    x = make_input(name).double()
+    with torch.no_grad():
+        taps = model.forward_intermediates(x, intermediates_only=True)
+        expected = hand_taps(model, x)
+    assert len(taps) == len(expected) == num_subnets(model) + 1
+    for i, (got, want) in enumerate(zip(taps, expected)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=f'tap {i}')
+
+
+@pytest.mark.parametrize('name', REPRESENTATIVES)
+def test_hook_extractor_reads_the_same_taps(name):
+    """feature_info names each tap's module (and hook_type) truthfully: timm's hook extractor agrees."""
+    model = timm.create_model(name, **small(name)).eval()
     x = make_input(name)
-    expected = model.forward_intermediates(x, indices=[1], intermediates_only=True)[0]
-    kept = model.prune_intermediate_layers(indices=[1])
-    assert kept == [1] and len(model.stages) == 1 and model.num_classes == 0
-    torch.testing.assert_close(model.forward_intermediates(x, indices=[1], intermediates_only=True)[0], expected)
-    torch.testing.assert_close(model.forward_features(x), expected)
-    assert model.num_features == expected.shape[1]
+    hooks = FeatureHookNet(copy.deepcopy(model), out_indices=tuple(range(len(model.feature_info)))).eval()
+    with torch.no_grad():
+        taps = model.forward_intermediates(x, intermediates_only=True)
+        for i, (got, want) in enumerate(zip(hooks(x), taps, strict=True)):
+            torch.testing.assert_close(got, want, rtol=0, atol=0, msg=f'tap {i}')
+
+
+@pytest.mark.parametrize('name', [
+    'horesnet18_midpoint',  # taps at block boundaries and inside blocks
+    'horesnet30_rk8_adaptive',  # one Verner-8 block: a cut before each of its 14 stages
+    'horesnet58_lm',
+    'horesnet32i_rk4',
+])
+def test_stop_early_and_pruning_end_at_each_tap(name):
+    """timm's test_prune_intermediate_layers_contract, and: pruning keeps exactly what the tap needs."""
+    model = timm.create_model(name, drop_rate=0.5, **small(name)).eval()
+    per_block = get_scheme(model.scheme).stages
+    x = make_input(name)
+    with torch.no_grad():
+        expected = model(x)
+        taps = model.forward_intermediates(x, intermediates_only=True)
+    for i in range(len(taps)):
+        with torch.no_grad():
+            got = model.forward_intermediates(x, indices=[i], stop_early=True, intermediates_only=True)
+            torch.testing.assert_close(got[0], taps[i], rtol=0, atol=0, msg=f'stop_early tap {i}')
+        pruned = copy.deepcopy(model)
+        assert pruned.prune_intermediate_layers([i]) == [i]
+        if model.flat:  # the blocks that hold sub-networks 0..i-1, the last one cut before sub-network i
+            blocks = pruned.stages[0].blocks if i else []
+            assert len(blocks) == -(-i // per_block)
+            assert not i or len(blocks[-1].subnets) == (i % per_block or per_block)
+        else:
+            assert len(pruned.stages) == i
+        assert pruned.num_classes == 0 and pruned.num_features == model.feature_info[i]['num_chs']
+        with torch.no_grad():
+            torch.testing.assert_close(pruned.forward_features(x), taps[i], rtol=0, atol=0, msg=f'features {i}')
+            got = pruned.forward_intermediates(x, indices=[i], intermediates_only=True)
+            torch.testing.assert_close(got[0], taps[i], rtol=0, atol=0, msg=f'pruned tap {i}')
+        pruned.train()
+        sum(t.sum() for t in pruned.forward_intermediates(x, indices=[i], intermediates_only=True)).backward()
+        unused = [n for n, p in pruned.named_parameters() if p.grad is None]
+        assert not unused, f'pruned to {i}: unused {unused}'
+    pruned = copy.deepcopy(model)
+    pruned.prune_intermediate_layers([len(taps) - 1], prune_head=False)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('name', ['horesnet18_midpoint', 'horesnet58_lm', 'horesnet32i_rk4'])
+def test_features_only_torchscript(name):
+    model = timm.create_model(name, features_only=True, out_indices=(0, 1, 2, -1), **small(name)).eval()
+    x = make_input(name)
+    with torch.no_grad():
+        for got, want in zip(torch.jit.script(model)(x), model(x), strict=True):
+            torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize('name', ['horesnet18_midpoint', 'horesnet58_lm'])
+def test_intermediates_with_grad_checkpointing(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name, **small(name)).train()
+    x = make_input(name)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = []
+    for checkpointing in (False, True):
+        model.load_state_dict(state)
+        model.zero_grad()
+        model.set_grad_checkpointing(checkpointing)
+        final, taps = model.forward_intermediates(x)
+        (final.sum() + sum(t.square().sum() for t in taps)).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert set(grads[0]) == set(grads[1]) == {n for n, _ in model.named_parameters() if not n.startswith('fc.')}
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-5, msg=n)
 
 
 @pytest.mark.parametrize('name', REPRESENTATIVES)

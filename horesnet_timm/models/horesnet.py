@@ -10,13 +10,16 @@ One class serves both layouts, parametrised by what repeats:
 becomes n / s blocks of an s-stage scheme, so every scheme at a given `layers` has the same
 weights; only the way they are combined differs.
 """
+from numbers import Integral, Real
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from timm.layers import calculate_drop_path_rates, create_classifier, get_act_layer, get_device_dtype, get_norm_layer
+from timm.layers import (
+    calculate_drop_path_rates, create_classifier, get_act_layer, get_device_dtype, get_norm_layer,
+    register_notrace_function)
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq
 from timm.models._features import feature_take_indices
 
@@ -41,6 +44,38 @@ class Stage(nn.Module):
             return checkpoint_seq(self.blocks, x)
         return self.blocks(x)
 
+    def forward_intermediates(
+            self, x: torch.Tensor, indices: List[int], stop: int) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Run the blocks that hold sub-networks 0..stop-1. Also return, in order, the input of each
+        sub-network i listed in `indices` (numbered from 0 across the stage), 0 < i <= N, where the
+        input of sub-network N is the stage's output; other numbers are ignored."""
+        x = self.transition(x)
+        intermediates: List[torch.Tensor] = []
+        first = 0
+        for block in self.blocks:
+            if first < stop:
+                keep = [i - first for i in indices]
+                if self.grad_checkpointing and not torch.jit.is_scripting():
+                    x, inputs = checkpoint(block.forward_stages, x, keep)
+                else:
+                    x, inputs = block.forward_stages(x, keep)
+                intermediates.extend(inputs)
+                if first + len(block.subnets) in indices:
+                    intermediates.append(x)
+            first += len(block.subnets)
+        return x, intermediates
+
+    def truncate(self, num_subnets: int):
+        """Keep what the input of sub-network `num_subnets` needs; the stage then returns that input."""
+        blocks, first = [], 0
+        for block in self.blocks:
+            if first < num_subnets < first + len(block.subnets):
+                block.truncate(num_subnets - first)  # the tap is inside this block
+            if first < num_subnets:
+                blocks.append(block)
+            first += len(block.subnets)
+        self.blocks = nn.Sequential(*blocks)
+
 
 class MultistepStage(Stage):
     """LM-ResNet stage: each block also sees the previous block's input."""
@@ -50,24 +85,111 @@ class MultistepStage(Stage):
         self.blocks = nn.ModuleList(blocks)  # not Sequential: its blocks take and return (x, prev)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_intermediates(x, [], len(self.blocks))[0]
+
+    def forward_intermediates(
+            self, x: torch.Tensor, indices: List[int], stop: int) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         x = self.transition(x)
+        intermediates: List[torch.Tensor] = []
         prev: Optional[torch.Tensor] = None
-        for block in self.blocks:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x, prev = checkpoint(block, x, prev)
-            else:
-                x, prev = block(x, prev)
+        for i, block in enumerate(self.blocks):
+            if i < stop:
+                if self.grad_checkpointing and not torch.jit.is_scripting():
+                    x, prev = checkpoint(block, x, prev)
+                else:
+                    x, prev = block(x, prev)
+                if i + 1 in indices:
+                    intermediates.append(x)
+        return x, intermediates
+
+    def truncate(self, num_subnets: int):
+        self.blocks = self.blocks[:num_subnets]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value, minimum: int, meaning: str = ''):
+    if not _is_int(value) or value < minimum:
+        error = ValueError if _is_int(value) else TypeError
+        raise error(f'{name} must be an integer >= {minimum}{meaning}, got {value!r}')
+
+
+def _check_per_stage(name: str, value, example: str, minimum: Optional[int] = None) -> Tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not all(_is_int(v) for v in value):
+        raise TypeError(f'{name} must be a tuple of integers, one per stage (e.g. {name}={example}), got {value!r}')
+    if not value or (minimum is not None and min(value) < minimum):
+        at_least = f' >= {minimum}' if minimum is not None else ''
+        raise ValueError(f'{name} must have one integer{at_least} per stage (e.g. {name}={example}), '
+                         f'got {tuple(value)!r}')
+    return tuple(int(v) for v in value)
+
+
+def _check_rate(name: str, value):
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f'{name} must be a probability, a number with 0 <= {name} < 1, got {value!r}')
+    if not 0 <= value < 1:
+        raise ValueError(f'{name} must be a probability, 0 <= {name} < 1, got {value!r}')
+
+
+def _check_flag(name: str, value):
+    if not isinstance(value, bool):
+        raise TypeError(f'{name} must be True or False, got {value!r}')
+
+
+def _check_layers(scheme: Scheme, layers: Tuple[int, ...], has_transition: List[bool], depth_of):
+    """Each stage holds whole blocks and computes something; else a ValueError with depths that work."""
+    for stage, count in enumerate(layers):
+        if count < 0:
+            problem = f'stage {stage + 1} has {count} sub-networks, and a count cannot be negative'
+        elif count == 0 and not has_transition[stage]:
+            problem = (f'stage {stage + 1} has no sub-networks and no transition block (its width and '
+                       f'resolution do not change), so it would be empty')
+        elif count % scheme.stages:
+            problem = (f'scheme {scheme.name!r} has {scheme.stages} stages, so a stage needs a multiple of '
+                       f'{scheme.stages} sub-networks, but stage {stage + 1} has {count}')
+        else:
+            continue
+        s, n = scheme.stages, abs(count)
+        options = [n] if n and n % s == 0 else [m for m in (n // s * s, (n // s + 1) * s) if m > 0]
+        fixes = [layers[:stage] + (m,) + layers[stage + 1:] for m in options]
+        raise ValueError(f'{problem} (layers={layers}). Use '
+                         + ' or '.join(f'layers={fix} (depth {depth_of(fix)})' for fix in fixes) + '.')
+
+
+@register_notrace_function  # torch.fx records one call run on the real input (it wraps only names without a leading _)
+def check_input(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """`x` if it is an NCHW batch of `in_chans` channels, else a ValueError that names the likely cause."""
+    if x.dim() == 4 and x.shape[1] == in_chans:
         return x
+    if x.dim() == 3 and x.shape[0] == in_chans:
+        cause = 'this is one CHW image: add a batch dimension with x.unsqueeze(0)'
+    elif x.dim() == 4 and x.shape[3] == in_chans:
+        cause = 'this is an NHWC (channels-last) batch: permute it with x.permute(0, 3, 1, 2)'
+    elif x.dim() == 4:
+        cause = (f'the model takes {in_chans} channels (in_chans) but the input has {x.shape[1]}: create the model '
+                 f'with in_chans={x.shape[1]} or convert the images')
+    else:
+        cause = f'expected a 4-D NCHW batch, the input is {x.dim()}-D'
+    raise ValueError(f'expected an NCHW batch with {in_chans} channels, got shape {list(x.shape)}; {cause}')
 
 
-def _layers_error(scheme: Scheme, stage: int, layers: Tuple[int, ...], depth_of) -> ValueError:
-    s, count = scheme.stages, layers[stage]
-    options = [n for n in (count // s * s, (count // s + 1) * s) if n > 0]
-    fixes = [tuple(layers[:stage]) + (n,) + tuple(layers[stage + 1:]) for n in options]
-    return ValueError(
-        f'scheme {scheme.name!r} has {s} stages, so a stage needs a multiple of {s} sub-networks, but stage '
-        f'{stage + 1} has {count} (layers={tuple(layers)}). Use '
-        + ' or '.join(f'layers={fix} (depth {depth_of(fix)})' for fix in fixes) + '.')
+def _subnet_taps(num_subnets: int, per_block: int, **info) -> List[Dict]:
+    """feature_info of a flat trunk's inner taps: the input of sub-network i, 0 < i < num_subnets.
+
+    At a block boundary that is the previous block's output. Inside a Runge-Kutta block no module
+    outputs it, so the tap is the sub-network's input (hook_type='forward_pre', which timm's hook
+    extractor reads; its FX extractor reads module outputs and would return k_i instead).
+    """
+    taps = []
+    for i in range(1, num_subnets):
+        block, stage = divmod(i, per_block)
+        if stage == 0:
+            taps.append(dict(info, module=f'stages.0.blocks.{block - 1}'))
+        else:
+            taps.append(dict(info, module=f'stages.0.blocks.{block}.subnets.{stage}', hook_type='forward_pre'))
+    return taps
 
 
 class HoResNet(nn.Module):
@@ -108,14 +230,22 @@ class HoResNet(nn.Module):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         scheme = get_scheme(scheme)
-        if subnet not in SUBNETS:
+        layers = _check_per_stage('layers', layers, '(28,)')
+        channels = _check_per_stage('channels', channels, '(64,)', minimum=1)
+        _check_int('stem_width', stem_width, 1)
+        _check_int('in_chans', in_chans, 1, ' (3 for RGB, 1 for grayscale)')
+        _check_int('num_classes', num_classes, 0, ' (0 for no classifier)')
+        _check_rate('drop_rate', drop_rate)
+        _check_rate('drop_path_rate', drop_path_rate)
+        _check_flag('learn_step_size', learn_step_size)
+        _check_flag('block_act', block_act)
+        _check_flag('zero_init_last', zero_init_last)
+        if not isinstance(subnet, str) or subnet not in SUBNETS:
             raise ValueError(f'unknown subnet {subnet!r}; valid: {", ".join(SUBNETS)}')
         if stem not in ('cifar', 'imagenet'):
             raise ValueError(f"unknown stem {stem!r}; valid: 'cifar', 'imagenet'")
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f'in_chans must be a positive integer (3 for RGB, 1 for grayscale), got {in_chans!r}')
         if len(layers) != len(channels):
-            raise ValueError(f'layers {tuple(layers)} and channels {tuple(channels)} must have one entry per stage')
+            raise ValueError(f'layers {layers} and channels {channels} must have one entry per stage')
         if learn_step_size and scheme.multistep:
             raise ValueError("learn_step_size applies to Runge-Kutta schemes; 'lm' learns its k_n instead")
         subnet_cls = SUBNETS[subnet]
@@ -134,10 +264,11 @@ class HoResNet(nn.Module):
         plan = [(widths[i], widths[i + 1], 1 if i == 0 else 2) for i in range(len(layers))]
         has_transition = [stride != 1 or cin != cout for cin, cout, stride in plan]
         depth_of = lambda ls: 2 + subnet_cls.convs * (sum(ls) + sum(has_transition))  # stem + convs + classifier
-        for i, count in enumerate(layers):
-            if count < 0 or count % scheme.stages:
-                raise _layers_error(scheme, i, layers, depth_of)
+        _check_layers(scheme, layers, has_transition, depth_of)
         self.depth = depth_of(layers)
+        # One stage of sub-networks is a non-hierarchical trunk, all at one resolution: as timm's
+        # ViTs tap every block, it taps every sub-network's input. Staged trunks tap each stage.
+        self.flat = len(layers) == 1 and layers[0] > 0
 
         stem_stride = 1 if stem == 'cifar' else 2
         self.stem = nn.Sequential()
@@ -173,8 +304,11 @@ class HoResNet(nn.Module):
                                       act_layer=block_act_layer, **dd) for _ in range(count // scheme.stages)]
                 stages.append(Stage(transition, blocks))
             reduction *= stride
+            if self.flat:
+                self.feature_info += _subnet_taps(count, scheme.stages, num_chs=cout, reduction=reduction)
             self.feature_info.append(dict(num_chs=cout, reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
+        self.num_taps = len(self.feature_info)
 
         self.num_features = widths[-1]
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool, **dd)
@@ -228,13 +362,6 @@ class HoResNet(nn.Module):
         self.global_pool.train(self.training)
         self.fc.train(self.training)
 
-    def _check_input(self, x: torch.Tensor):
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                'expected an NCHW batch with ' + str(self.in_chans) + ' channels (in_chans), got shape '
-                + str(list(x.shape)) + '; add a batch dimension with x.unsqueeze(0), or create the model '
-                + 'with in_chans=' + str(x.shape[-3] if x.dim() >= 3 else 1))
-
     def forward_intermediates(
             self,
             x: torch.Tensor,
@@ -244,20 +371,26 @@ class HoResNet(nn.Module):
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Features after the stem (index 0) and after each stage (1..n)."""
+        """The taps `feature_info` lists: the stem output (index 0), then in a flat trunk the input of
+        sub-networks 1..N-1 and the trunk output (N), in a staged trunk each stage's output.
+        There is no final norm, so `norm` changes nothing."""
         assert output_fmt in ('NCHW',), 'Output shape must be NCHW.'
-        self._check_input(x)
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
+        x = check_input(x, self.in_chans)
+        take_indices, max_index = feature_take_indices(self.num_taps, indices)
+        stop = max_index if stop_early else self.num_taps - 1  # sub-networks (flat) or stages to run
+        intermediates: List[torch.Tensor] = []
         x = self.stem(x)
         if 0 in take_indices:
             intermediates.append(x)
         x = self.stem_pool(x)
-        stages = self.stages if not stop_early else self.stages[:max_index]
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i + 1 in take_indices:
-                intermediates.append(x)
+        for i, stage in enumerate(self.stages):
+            if self.flat:  # the one stage (none once pruned to the stem): tap i > 0 is sub-network i's input
+                x, inputs = stage.forward_intermediates(x, take_indices, stop)
+                intermediates.extend(inputs)
+            elif i < stop:
+                x = stage(x)
+                if i + 1 in take_indices:
+                    intermediates.append(x)
         if intermediates_only:
             return intermediates
         return x, intermediates
@@ -268,11 +401,17 @@ class HoResNet(nn.Module):
             prune_norm: bool = False,
             prune_head: bool = True,
     ) -> List[int]:
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        prune_end = max_index < len(self.stages)
-        self.stages = self.stages[:max_index]
+        """Keep what the highest of `indices` needs; forward_features then ends at that tap."""
+        take_indices, max_index = feature_take_indices(self.num_taps, indices)
+        prune_end = max_index < self.num_taps - 1
         if max_index == 0:
+            self.stages = self.stages[:0]
             self.stem_pool = nn.Identity()
+        elif self.flat:
+            self.stages[0].truncate(max_index)
+        else:
+            self.stages = self.stages[:max_index]
+        self.num_taps = max_index + 1
         if prune_end:
             self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
         if prune_head or prune_end:
@@ -280,7 +419,7 @@ class HoResNet(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        x = check_input(x, self.in_chans)
         x = self.stem_pool(self.stem(x))
         return self.stages(x)
 
@@ -295,7 +434,12 @@ class HoResNet(nn.Module):
 
 
 def create_horesnet(variant: str, pretrained: bool = False, **kwargs) -> HoResNet:
-    out_indices = tuple(range(len(kwargs.get('layers', (0,))) + 1))
+    # features_only's default taps: a staged trunk gives the stem and every stage, as ResNet. A
+    # flat trunk (one stage) has a tap per sub-network, all at one resolution (up to 43 of them):
+    # as timm's vision_transformer does for its blocks, it gives the last 3, the deepest features.
+    layers = kwargs.get('layers', ())
+    staged = isinstance(layers, (tuple, list)) and len(layers) > 1
+    out_indices = tuple(range(len(layers) + 1)) if staged else 3
     return build_model_with_cfg(
         HoResNet, variant, pretrained,
         feature_cfg=dict(feature_cls='getter', out_indices=out_indices),
