@@ -6,7 +6,7 @@ opsets 7-17, which older runtimes need, go through the TorchScript exporter (`dy
 deprecated upstream but exact here too). The opset in the file is checked against the one asked for. Both were measured on every
 scheme family: both are exact to fp32 round-off and both fold each BatchNorm that follows a conv
 (the first BN of a pre-activation sub-network follows an add and a ReLU and cannot be folded),
-but TorchScript also writes the no-op fp32 casts of the stage combinations (blocks._lift, 28 in
+but TorchScript also writes the no-op fp32 casts of the stage combinations (blocks.upcast_half, 28 in
 horesnet58_rk4) and one Constant node per coefficient, where dynamo's onnxscript optimiser leaves
 none. Dynamo traces LM blocks (which return a tuple) and the `_adaptive` step sizes as plain
 tensors. It exports more slowly (about 12 s against 4 s for horesnet58_rk4 on 2 cores).
@@ -126,7 +126,7 @@ def _export(model, path: str, input_size, opset: int, dynamic_batch: bool, dynam
             half: bool = False):
     import copy
     import torch
-    if half:  # the graph PyTorch runs in fp16: fp16 I/O and convs, stage combinations in fp32 (blocks._lift)
+    if half:  # the graph PyTorch runs in fp16: fp16 I/O and convs, stage combinations in fp32 (blocks.upcast_half)
         model = copy.deepcopy(model).half()
     axes = ({0: 'batch'} if dynamic_batch else {}) | ({2: 'height', 3: 'width'} if dynamic_size else {})
     # torch.export specialises a dimension seen as 1, so trace a dynamic batch at 2
