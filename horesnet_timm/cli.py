@@ -17,8 +17,11 @@ from typing import List, Optional
 
 # sub-command -> (module, one-line help)
 COMMANDS = {
+    'demo': ('horesnet_timm.demo', 'train an HO-ResNet and its Euler twin on real data, compare them, export to '
+                                   'ONNX, stage a Hub folder and reload it (the default command; no download, '
+                                   'no GPU, minutes on a laptop CPU)'),
     'tour': ('horesnet_timm.tour', 'list the schemes and models with measured sizes and run a training step '
-                                   'per scheme (the default command; no download, no GPU)'),
+                                   'per scheme'),
     'run': ('horesnet_timm.launch', "run a timm script (validate.py, inference.py, benchmark.py, ...) with the "
                                     "horesnet models registered"),
     'card': ('horesnet_timm.cards', 'render a Hugging Face Hub model card with measured stats'),
@@ -46,7 +49,8 @@ def _terminate(signum, frame):
 
 
 # optional dependencies -> the extra that installs them (pyproject.toml)
-EXTRAS = {'onnx': 'onnx', 'onnxruntime': 'onnx', 'onnxscript': 'onnx', 'PIL': 'onnx'}
+EXTRAS = {'onnx': 'onnx', 'onnxruntime': 'onnx', 'onnxscript': 'onnx', 'PIL': 'onnx', 'sklearn': 'demo',
+          'matplotlib': 'demo'}
 
 
 def _failure(e: BaseException) -> Optional[str]:
@@ -69,9 +73,12 @@ def _failure(e: BaseException) -> Optional[str]:
 def main(argv: Optional[List[str]] = None) -> int:
     from .predict import quiet_on_broken_pipe
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(['tour'])
+        argv = ['demo']
+        args = parser.parse_args(argv)
+    args.argv = argv  # the command line as typed, for records of how a result was made
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:  # a reader gone from stdout (`horesnet predict ... | head`) ends the command quietly
         return quiet_on_broken_pipe(importlib.import_module(args.module).run, args)
