@@ -48,20 +48,11 @@ def load_eval_record(path: str) -> Dict[str, Any]:
     return record
 
 
-def _exact(value) -> str:
-    """'1/6', or p + q*sqrt(d) written as '1/3 - 1/6*sqrt(2)' / '-1/2*sqrt(2)'."""
-    p, q, d = (getattr(value, k, None) for k in 'pqd')
-    if not q:
-        return str(p if p is not None else value)
-    surd = f'{abs(q)}*sqrt({d})'
-    return (f'{p} {"-" if q < 0 else "+"} ' if p else '-' if q < 0 else '') + surd
-
-
 def tableau(scheme) -> str:
     """The Butcher tableau as text: rows `c_i | a_i1 .. a_i(i-1)`, a rule, then `| b_1 .. b_s`."""
     s = scheme.stages
-    rows = [[_exact(scheme.c[i])] + [_exact(v) for v in scheme.a[i][:i]] for i in range(s)]
-    rows.append([''] + [_exact(v) for v in scheme.b])
+    rows = [[str(scheme.c[i])] + [str(v) for v in scheme.a[i][:i]] for i in range(s)]
+    rows.append([''] + [str(v) for v in scheme.b])
     width = [max(len(r[j]) for r in rows if j < len(r)) for j in range(s + 1)]
     line = lambda r: (r[0].rjust(width[0]) + ' | ' + '  '.join(v.ljust(w) for v, w in zip(r[1:], width[1:]))).rstrip()
     rule = '-' * (width[0] + 1) + '+' + '-' * (sum(width[1:]) + 2 * s - 1)

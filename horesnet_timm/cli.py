@@ -20,6 +20,7 @@ COMMANDS = {
     'demo': ('horesnet_timm.demo', 'train an HO-ResNet and its Euler twin on real data, compare them, export to '
                                    'ONNX, stage a Hub folder and reload it (the default command; no download, '
                                    'no GPU, minutes on a laptop CPU)'),
+    'draw': ('horesnet_timm.diagram', "draw a scheme block's data flow from its Butcher tableau (.png, .svg)"),
     'tour': ('horesnet_timm.tour', 'list the schemes and models with measured sizes and run a training step '
                                    'per scheme'),
     'run': ('horesnet_timm.launch', "run a timm script (validate.py, inference.py, benchmark.py, ...) with the "

@@ -96,6 +96,13 @@ class QuadraticSurd:
             return str(self.p)
         return f'({self.p} + {self.q}*sqrt({self.d}))'
 
+    def __str__(self):
+        """As a tableau prints it: '1/6', '1/3 - 1/6*sqrt(2)', '-1/2*sqrt(2)'."""
+        if not self.q:
+            return str(self.p)
+        surd = f'{abs(self.q)}*sqrt({self.d})'
+        return (f'{self.p} {"-" if self.q < 0 else "+"} ' if self.p else '-' if self.q < 0 else '') + surd
+
 
 Exact = Union[int, Fraction, QuadraticSurd]
 
