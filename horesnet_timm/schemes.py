@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 from .exact import Exact, QuadraticSurd, sqrt, to_exact
 
-__all__ = ['Scheme', 'list_schemes', 'get_scheme']
+__all__ = ['Scheme', 'make_scheme', 'list_schemes', 'get_scheme']
 
 Row = Union[Sequence[Exact], Mapping[int, Exact]]
 
@@ -69,7 +69,7 @@ class Scheme:
         return [[float(v) for v in row] for row in self.a], [float(v) for v in self.b]
 
 
-def _scheme(name: str, order: int, title: str, c: Sequence[Exact], rows: Sequence[Row], b: Row) -> Scheme:
+def make_scheme(name: str, order: int, title: str, c: Sequence[Exact], rows: Sequence[Row], b: Row) -> Scheme:
     """Build a scheme from the lower-triangular rows of stages 2..s.
 
     A row is a dense list (stage i lists a_i1..a_i(i-1)) or, for sparse tableaus, a dict
@@ -94,32 +94,32 @@ def _scheme(name: str, order: int, title: str, c: Sequence[Exact], rows: Sequenc
 S2, S6 = sqrt(2), sqrt(6)
 
 _SCHEMES: Dict[str, Scheme] = {s.name: s for s in [
-    _scheme('euler', 1, 'forward Euler (a plain residual block)', c=[0], rows=[], b=[1]),
-    _scheme('midpoint', 2, 'explicit midpoint', c=[0, F(1, 2)], rows=[[F(1, 2)]], b=[0, 1]),
-    _scheme('heun', 2, "Heun's method (explicit trapezoid)", c=[0, 1], rows=[[1]], b=[F(1, 2), F(1, 2)]),
+    make_scheme('euler', 1, 'forward Euler (a plain residual block)', c=[0], rows=[], b=[1]),
+    make_scheme('midpoint', 2, 'explicit midpoint', c=[0, F(1, 2)], rows=[[F(1, 2)]], b=[0, 1]),
+    make_scheme('heun', 2, "Heun's method (explicit trapezoid)", c=[0, 1], rows=[[1]], b=[F(1, 2), F(1, 2)]),
     # Ralston's method is the 2/3 method (minimum error bound). Many codes copied a 3/4 variant
     # that is also second order, so the order test alone would not catch the swap.
-    _scheme('ralston', 2, "Ralston's method", c=[0, F(2, 3)], rows=[[F(2, 3)]], b=[F(1, 4), F(3, 4)]),
-    _scheme(
+    make_scheme('ralston', 2, "Ralston's method", c=[0, F(2, 3)], rows=[[F(2, 3)]], b=[F(1, 4), F(3, 4)]),
+    make_scheme(
         'rk3', 3, "Kutta's third-order method", c=[0, F(1, 2), 1],
         rows=[[F(1, 2)], [-1, 2]], b=[F(1, 6), F(2, 3), F(1, 6)]),
-    _scheme(
+    make_scheme(
         'heun3', 3, "Heun's third-order method", c=[0, F(1, 3), F(2, 3)],
         rows=[[F(1, 3)], [0, F(2, 3)]], b=[F(1, 4), 0, F(3, 4)]),
-    _scheme(
+    make_scheme(
         'ssprk3', 3, 'strong-stability-preserving RK3 (Shu-Osher)', c=[0, 1, F(1, 2)],
         rows=[[1], [F(1, 4), F(1, 4)]], b=[F(1, 6), F(1, 6), F(2, 3)]),
-    _scheme(
+    make_scheme(
         'rk4', 4, 'classic Runge-Kutta 4', c=[0, F(1, 2), F(1, 2), 1],
         rows=[[F(1, 2)], [0, F(1, 2)], [0, 0, 1]], b=[F(1, 6), F(1, 3), F(1, 3), F(1, 6)]),
-    _scheme(
+    make_scheme(
         'rk38', 4, "Kutta's 3/8 rule", c=[0, F(1, 3), F(2, 3), 1],
         rows=[[F(1, 3)], [F(-1, 3), 1], [1, -1, 1]], b=[F(1, 8), F(3, 8), F(3, 8), F(1, 8)]),
-    _scheme(
+    make_scheme(
         'gill4', 4, "Gill's fourth-order method", c=[0, F(1, 2), F(1, 2), 1],
         rows=[[F(1, 2)], [(S2 - 1) / 2, (2 - S2) / 2], [0, -S2 / 2, (2 + S2) / 2]],
         b=[F(1, 6), (2 - S2) / 6, (2 + S2) / 6, F(1, 6)]),
-    _scheme(
+    make_scheme(
         'kutta_nystrom5', 5, "Kutta's fifth-order method as corrected by Nystrom (6 stages)",
         c=[0, F(1, 3), F(2, 5), 1, F(2, 3), F(4, 5)],
         rows=[
@@ -132,7 +132,7 @@ _SCHEMES: Dict[str, Scheme] = {s.name: s for s in [
         b=[F(23, 192), 0, F(125, 192), 0, F(-27, 64), F(125, 192)]),
     # Huta (1956), the second of his two 8-stage sixth-order methods; b is the 7-point
     # Newton-Cotes rule on the nodes 0, 1/6, ..., 1
-    _scheme(
+    make_scheme(
         'huta6', 6, "Huta's sixth-order method (8 stages)",
         c=[0, F(1, 9), F(1, 6), F(1, 3), F(1, 2), F(2, 3), F(5, 6), 1],
         rows=[
@@ -148,7 +148,7 @@ _SCHEMES: Dict[str, Scheme] = {s.name: s for s in [
         b=[F(41, 840), 0, F(9, 35), F(9, 280), F(34, 105), F(9, 280), F(9, 35), F(41, 840)]),
     # Verner (1978), SIAM J. Numer. Anal. 15(4): the 8th-order solution of the 8(9) pair uses
     # stages 1..14 only (stages 15-16 feed the 9th-order estimate, which a network does not need)
-    _scheme(
+    make_scheme(
         'verner8', 8, "Verner's 8th-order method (14 stages of his 8(9) pair)",
         c=[0, F(1, 12), F(1, 9), F(1, 6), (2 + 2 * S6) / 15, (6 + S6) / 15, (6 - S6) / 15,
            F(2, 3), F(1, 2), F(1, 3), F(1, 4), F(4, 3), F(5, 6), 1],

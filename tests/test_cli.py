@@ -50,6 +50,6 @@ def test_interrupt_exits_130(monkeypatch, capsys):
 
 def test_broken_pipe_is_quiet(tmp_path):
     """`horesnet tour | head -1`: the reader leaves early; no traceback, no 'Exception ignored'."""
-    result = subprocess.run(f'{sys.executable} -m horesnet_timm tour --no-steps | head -1', shell=True,
+    result = subprocess.run(f'{sys.executable} -m horesnet_timm tour | head -1', shell=True,
                             capture_output=True, text=True, timeout=300)
     assert result.stdout.startswith('horesnet-timm') and result.stderr == '', result.stderr

@@ -7,6 +7,7 @@ from timm.models import get_notrace_functions, get_notrace_modules
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import horesnet_timm  # noqa: F401  registers the models
+from horesnet_timm import get_scheme, list_schemes
 from horesnet_timm.models.horesnet import check_input
 
 ALL_MODELS = timm.list_models('horesnet*')
@@ -188,3 +189,14 @@ def test_bf16_autocast_stays_finite_and_close_to_fp32(name):
     assert torch.isfinite(low).all()
     assert ((low.float() - ref).norm() / ref.norm()).item() < 2e-2
     assert (low.argmax(1) == ref.argmax(1)).all()
+
+
+@pytest.mark.parametrize('name', list_schemes())
+def test_every_scheme_trains_every_parameter(name):
+    """One SGD step of the paper's layout, at least 4 sub-networks deep, for every scheme."""
+    stages = get_scheme(name).stages
+    torch.manual_seed(0)
+    model = timm.create_model('horesnet10_euler', scheme=name, layers=(-(-4 // stages) * stages,))
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([1, 2]))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
