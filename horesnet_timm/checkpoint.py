@@ -13,7 +13,7 @@ import json
 import os
 import pickle
 import re
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 from timm.models import load_state_dict
@@ -21,8 +21,8 @@ from timm.models import load_state_dict
 from .errors import HoresnetError
 from .fileio import regular_file
 
-__all__ = ['CheckpointError', 'readable_file', 'read_state_dict', 'checkpoint_meta', 'check_state_dict',
-           'check_finite', 'load_weights']
+__all__ = ['CheckpointError', 'readable_file', 'read_state_dict', 'checkpoint_meta', 'architecture_of',
+           'check_state_dict', 'check_finite', 'load_weights']
 
 
 class CheckpointError(HoresnetError, ValueError):
@@ -180,14 +180,45 @@ def check_finite(tensors: Dict[str, torch.Tensor], source: str) -> None:
                               f"the training diverged or the file is damaged: use an earlier checkpoint")
 
 
+def architecture_of(model) -> List[str]:
+    """What fixes the function a model computes from its weights: every module with its settings and
+    every parameter and buffer with its shape. Dropout and drop-path are left out: they act only in
+    training, so changing their rates does not contradict the weights."""
+    from timm.layers import DropPath
+    import torch.nn as nn
+    skip = (DropPath, nn.Dropout, nn.Identity)
+    lines = [f'{name}: {type(m).__name__}({m.extra_repr()})' + (f" scheme={m.scheme}" if isinstance(
+        getattr(m, 'scheme', None), str) else '') for name, m in model.named_modules() if not isinstance(m, skip)]
+    lines += [f'{name}: {tuple(t.shape)}' for name, t in list(model.named_parameters()) + list(model.named_buffers())]
+    return lines
+
+
+def check_recorded_architecture(model: torch.nn.Module, meta: Dict[str, Any], path: str) -> None:
+    """Refuse a model built otherwise than the checkpoint's record says its weights were trained:
+    schemes with equal stage counts share every key and shape, so only the wiring tells them apart."""
+    import timm
+    if not meta.get('arch') or 'model_args' not in meta or not timm.is_model(meta['arch']):
+        return
+    recorded = architecture_of(timm.create_model(meta['arch'], device='meta', **meta['model_args']))
+    given = architecture_of(model)
+    if recorded != given:
+        first = next((f'{a} vs {b}' for a, b in zip(recorded, given) if a != b), 'a different number of modules')
+        args = ', '.join(f'{k}={v!r}' for k, v in meta['model_args'].items())
+        raise CheckpointError(f"checkpoint '{path}' was trained as {meta['arch']}({args}), and the model given is "
+                              f"another architecture (first difference: {first}); build it as recorded, or load it "
+                              f"with horesnet_timm.loading.load_model('{path}')")
+
+
 def load_weights(model: torch.nn.Module, path: str, use_ema: bool = True) -> torch.nn.Module:
-    """Load a checkpoint into `model` after checking every key, shape and value; returns the model."""
+    """Load a checkpoint into `model` after checking the architecture it records, every key, shape and
+    value; returns the model."""
     state_dict = read_state_dict(path, use_ema=use_ema)
     source = f"checkpoint '{os.fspath(path)}'"
-    arch = checkpoint_meta(path).get('arch')
-    if arch:
-        source += f" (trained as '{arch}')"
+    meta = checkpoint_meta(path)
+    if meta.get('arch'):
+        source += f" (trained as '{meta['arch']}')"
     check_state_dict(model, state_dict, source)
+    check_recorded_architecture(model, meta, os.fspath(path))
     check_finite(state_dict, source)
     model.load_state_dict(state_dict)
     return model

@@ -107,7 +107,7 @@ def create(name: str, data: Data, seed: int, **kwargs):
     return timm.create_model(name, num_classes=len(data.classes), in_chans=1, pretrained_cfg_overlay=cfg, **kwargs)
 
 
-def evaluate(model, x, y, batch_size: int = 256) -> Tuple[float, float, 'torch.Tensor']:
+def evaluate(model, x, y, batch_size: int = 256) -> tuple:
     """Loss, top-1 accuracy (%) and logits of `model` in eval mode."""
     import torch
     import torch.nn.functional as F

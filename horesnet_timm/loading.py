@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from .checkpoint import architecture_of
 from .errors import HoresnetError, UsageError
 
 # torch and timm are imported where used, so that building the command line (`horesnet --help`) stays fast
@@ -105,19 +106,6 @@ def _create(name: str, pretrained: bool = False, **kwargs):
         if message is None:
             raise
         raise LoadError(message) from e
-
-
-def architecture_of(model) -> List[str]:
-    """What fixes the function a model computes from its weights: every module with its settings and
-    every parameter and buffer with its shape. Dropout and drop-path are left out: they act only in
-    training, so changing their rates does not contradict the weights."""
-    from timm.layers import DropPath
-    import torch.nn as nn
-    skip = (DropPath, nn.Dropout, nn.Identity)
-    lines = [f'{name}: {type(m).__name__}({m.extra_repr()})' + (f" scheme={m.scheme}" if isinstance(
-        getattr(m, 'scheme', None), str) else '') for name, m in model.named_modules() if not isinstance(m, skip)]
-    lines += [f'{name}: {tuple(t.shape)}' for name, t in list(model.named_parameters()) + list(model.named_buffers())]
-    return lines
 
 
 def refuse_conflicts(name: str, trained_as: Dict[str, Any], overrides: Dict[str, Any], what: str) -> None:

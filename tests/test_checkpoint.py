@@ -130,3 +130,14 @@ def test_wrong_num_classes_names_the_shape(tmp_path):
     save_file(_model(num_classes=100).state_dict(), str(path))
     with pytest.raises(CheckpointError, match=r'fc\.weight: checkpoint \(100, 64\) vs model \(10, 64\)'):
         load_weights(_model(), path)
+
+
+def test_load_weights_refuses_another_wiring_of_the_same_shapes(tmp_path):
+    """rk4 and gill4 share every key and shape: the record of a train.py run tells them apart, its
+    registered default (rk4, never recorded) included."""
+    from conftest import train_py_checkpoint
+    path = train_py_checkpoint(tmp_path / 'rk4.pth.tar', _randomised(_model()), 'horesnet10_rk4', num_classes=10)
+    with pytest.raises(CheckpointError, match=r"was trained as horesnet10_rk4\(num_classes=10, in_chans=3\), and the "
+                                              r"model given is another architecture \(first difference: .*gill4"):
+        load_weights(_model(scheme='gill4'), path)
+    assert _same_weights(load_weights(_model(), path), load_weights(_model(), path))
