@@ -24,8 +24,6 @@ from typing import Any, Dict, List, Optional
 from .checkpoint import architecture_of
 from .errors import HoresnetError, UsageError
 
-# torch and timm are imported where used, so that building the command line (`horesnet --help`) stays fast
-
 __all__ = ['Loaded', 'LoadError', 'load_model', 'architecture_of', 'refuse_conflicts', 'explain_hub_error',
            'add_model_arguments', 'load_from_args', 'dataset_label_names']
 
@@ -112,9 +110,10 @@ def refuse_conflicts(name: str, trained_as: Dict[str, Any], overrides: Dict[str,
     """Refuse overrides under which `name` would be another architecture than the weights' one."""
     build = lambda kw: architecture_of(_create(name, device='meta', **kw))
     base = _create(name, device='meta', **trained_as)
-    if build({**trained_as, **overrides}) == architecture_of(base):
+    trained = architecture_of(base)
+    if build({**trained_as, **overrides}) == trained:
         return
-    culprits = [k for k in overrides if build({**trained_as, k: overrides[k]}) != architecture_of(base)] or list(overrides)
+    culprits = [k for k in overrides if build({**trained_as, k: overrides[k]}) != trained] or list(overrides)
 
     def trained_value(key):
         value = trained_as.get(key, getattr(base, key, None))

@@ -133,6 +133,6 @@ def test_construction_rejects_invalid_tableaus(build, message):
 
 
 def test_floats_are_refused():
-    from horesnet_timm.schemes import _scheme
+    from horesnet_timm.schemes import make_scheme
     with pytest.raises(TypeError, match='not exact'):
-        _scheme('approx', 2, 'approximate midpoint', c=[0, 0.5], rows=[[0.5]], b=[0, 1])
+        make_scheme('approx', 2, 'approximate midpoint', c=[0, 0.5], rows=[[0.5]], b=[0, 1])
