@@ -378,3 +378,17 @@ def test_sigterm_during_export_leaves_nothing(tmp_path):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 128 + signal.SIGTERM, process.stderr.read()
     assert os.listdir(out) == [] and os.listdir(scratch) == []
+
+
+def test_disk_full_is_named_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(proto, path, *args, **kwargs):
+        with open(path, 'wb') as f:
+            f.write(b'\0' * 1000)  # part of the file, then the device fills up
+        raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+    monkeypatch.setattr(onnx, 'save', full)
+    assert main(['export', 'horesnet10_rk4', '-o', str(tmp_path / 'x.onnx'), '--no-verify']) == 1
+    err = capsys.readouterr().err
+    assert 'no space left on the device: free some space or write elsewhere' in err and 'Traceback' not in err
+    assert onnx_files(tmp_path) == []
