@@ -1,2 +1,2 @@
 from .horesnet import HoResNet, MultistepStage, Stage, create_horesnet
-from . import cifar, imagenet  # registers the model families with timm
+from . import cifar, imagenet, restacked  # registers the model families with timm
