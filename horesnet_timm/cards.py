@@ -78,6 +78,16 @@ def _scheme_text(model) -> Dict[str, str]:
                 tableau=tableau(scheme))
 
 
+def _summary(model, model_args: Dict[str, Any]) -> str:
+    kind = 'LM-ResNet' if model.scheme == 'lm' else 'HO-ResNet'
+    if getattr(model, 'restack_plan', None) is not None:  # a timm network restacked (horesnet_timm.restack)
+        return (f"timm's `{model_args.get('base')}` image classifier ({model.num_classes} classes) with its residual "
+                f"blocks restacked by the `{model.scheme}` scheme ({kind} stacking), for timm with the "
+                f"`horesnet-timm` package.")
+    return (f"An {kind} image classifier ({model.num_classes} classes): residual sub-networks stacked by the "
+            f"`{model.scheme}` scheme, for timm with the `horesnet-timm` package.")
+
+
 def render_card(
         model,
         stats: Dict[str, Any],
@@ -124,10 +134,8 @@ def render_card(
     values = dict(
         license=model.pretrained_cfg.get('license', 'apache-2.0'),
         datasets='datasets:\n' + ''.join(f'- {d}\n' for d in datasets) if datasets else '',
-        repo_name=repo_id.split('/')[-1], repo_id=repo_id, architecture=name, depth=stats['depth'],
-        summary=(f"An {'LM-ResNet' if model.scheme == 'lm' else 'HO-ResNet'} image classifier ({model.num_classes} "
-                 f"classes): residual sub-networks stacked by the `{model.scheme}` scheme, for timm with the "
-                 f"`horesnet-timm` package."),
+        repo_name=repo_id.split('/')[-1], repo_id=repo_id, architecture=name,
+        depth=f", depth {stats['depth']}" if stats.get('depth') else '', summary=_summary(model, model_args),
         model_args=' (' + ', '.join(f'{k}={v!r}' for k, v in model_args.items()) + ')' if model_args else '',
         params_m=f"{stats['params_m']:.2f}", gmacs=f"{stats['gmacs']:.2f}",
         activations_m=f"{stats['activations_m']:.2f}", image_size=stats['input_size'].replace('x', ' x '),

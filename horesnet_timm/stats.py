@@ -19,7 +19,7 @@ def measure(name: str, input_size: Optional[Sequence[int]] = None, activations: 
     `activations` adds 'activations_m': the output elements of every conv and linear layer, in
     millions, the quantity timm's model cards report as "Activations (M)".
     """
-    model = timm.create_model(name, device='meta', **kwargs)
+    model = timm.create_model(name, device='meta', **kwargs).eval()  # eval: BatchNorm accepts a 1x1 map at batch 1
     input_size = tuple(input_size or model.pretrained_cfg['input_size'])
     x = torch.empty(1, *input_size, device='meta')
     outputs = []
