@@ -17,7 +17,8 @@ def section(title: str) -> str:
     return match.group(1)
 
 
-@pytest.mark.parametrize('title', ['Quick start in Python', 'Schemes: how they are defined, and how to add one'])
+@pytest.mark.parametrize('title', ['Quick start in Python', 'Schemes: how they are defined, and how to add one',
+                                   'Beyond the paper: restack any timm network'])
 def test_python_examples_run(title):
     blocks = re.findall(r'```python\n(.*?)```', section(title), re.S)
     assert blocks
