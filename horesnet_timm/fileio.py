@@ -15,12 +15,12 @@ from typing import Iterator, Union
 
 from .errors import HoresnetError
 
-__all__ = ['regular_file', 'output_directory', 'atomic_output', 'describe_os_error']
+__all__ = ['umask', 'regular_file', 'output_directory', 'atomic_output', 'describe_os_error']
 
 PathLike = Union[str, os.PathLike]
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -71,12 +71,12 @@ def atomic_output(target: PathLike, directory: bool = False, overwrite: bool = T
     try:
         if directory:
             tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix='.tmp', dir=parent))
-            tmp.chmod(0o777 & ~_umask())
+            tmp.chmod(0o777 & ~umask())
         else:
             fd, name = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=parent)
             os.close(fd)
             tmp = Path(name)
-            tmp.chmod(0o666 & ~_umask())
+            tmp.chmod(0o666 & ~umask())
     except OSError as e:
         raise HoresnetError(f"cannot write in folder '{parent}': {describe_os_error(e, with_path=False)}") from e
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from .errors import HoresnetError
-from .fileio import atomic_output, regular_file
+from .fileio import atomic_output, regular_file, umask
 from .loading import explain_hub_error
 
 # torch, timm and huggingface_hub are imported where used, so `horesnet --help` stays fast
@@ -113,6 +113,8 @@ def stage(loaded, folder: str, repo_id: Optional[str] = None, eval_record: Optio
         onnx_input = _add_onnx(onnx, work) if onnx is not None else None
         card = render_card(model, stats, repo_id, loaded.provenance, eval_record, list(datasets), onnx_input)
         (work / CARD).write_text(card, encoding='utf-8')
+        for path in work.iterdir():  # safetensors writes its file private (0600); the folder is for sharing
+            path.chmod(0o666 & ~umask())
         check_folder(work, model, onnx)
     return Path(folder)
 

@@ -60,6 +60,9 @@ def test_dry_run_loads_back_identically(tmp_path, name, capsys):
     assert dry_run(name, '--checkpoint', checkpoint, '--repo-id', f'org/{name}.test', '--output-dir', out) == 0
     assert 'weights and outputs identical' in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']  # no pickle
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o666 & ~umask}  # as the umask says, not private
     loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
     input_size = source.pretrained_cfg['input_size']
     assert torch.equal(outputs(loaded, input_size), outputs(source, input_size))
