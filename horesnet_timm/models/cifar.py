@@ -6,9 +6,13 @@ Each docstring quotes the paper's Table 3 (parameters, CIFAR-10 top-1): the pape
 not ours. At depths 82 and 86 the printed counts (2.87M, 3.01M) are misprints: this layout holds
 2.96M and 3.11M there, and the architecture is not bent to match them.
 """
+import dataclasses
+import json
+from pathlib import Path
 from typing import Any, Dict
 
 from timm.models import generate_default_cfgs, register_model
+from timm.models._pretrained import PretrainedCfg
 
 from .horesnet import HoResNet, create_horesnet
 
@@ -39,13 +43,37 @@ def _lm_cfg(**kwargs) -> Dict[str, Any]:
     )
 
 
+# Weights that ship inside the package. Each folder of horesnet_timm/weights/ is a Hub folder staged
+# by `horesnet hub push --dry-run` and named `arch.tag`: its config.json is the tag's pretrained_cfg
+# (input size, mean, std, label names, hf_hub_id), its model.safetensors the weights, read from the
+# installed file (timm prefers `file` to the Hub), so `pretrained=True` needs no download.
+WEIGHTS = Path(__file__).resolve().parents[1] / 'weights'
+
+
+def _published() -> Dict[str, Dict[str, Any]]:
+    fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
+    cfgs = {}
+    for config in sorted(WEIGHTS.glob('*/config.json')):
+        cfg = json.loads(config.read_text(encoding='utf-8'))['pretrained_cfg']
+        record = json.loads((config.parent / 'eval.json').read_text(encoding='utf-8'))
+        cfgs[config.parent.name] = _cfg(
+            **{k: v for k, v in cfg.items() if k in fields and k != 'custom_load'},
+            file=str(config.parent / 'model.safetensors'),
+            notes=(f"{record['dataset']} {record['split']}: top-1 {record['top1']}%, {record['epochs']} epochs, "
+                   f"seed {record['seed']}",))
+    return cfgs
+
+
 def _create(variant: str, pretrained: bool = False, **kwargs) -> HoResNet:
     model_args = dict(channels=(64,), subnet='preact', stem='cifar')
     return create_horesnet(variant, pretrained, **dict(model_args, **kwargs))
 
 
+# The shipped tags come first and each untagged cfg is marked default ('.*'): timm would otherwise make
+# the first tag with weights the default, and `create_model('horesnet10_rk4')` a 1x28x28 model.
 default_cfgs = generate_default_cfgs({
-    **{name: _cfg() for name in [
+    **_published(),
+    **{name + '.*': _cfg() for name in [
         'horesnet10_euler', 'horesnet10_midpoint', 'horesnet10_rk4',
         'horesnet18_euler', 'horesnet18_midpoint', 'horesnet18_rk4',
         'horesnet26_rk4',
@@ -54,8 +82,8 @@ default_cfgs = generate_default_cfgs({
         'horesnet82_rk4',
         'horesnet86_euler', 'horesnet86_midpoint', 'horesnet86_rk8', 'horesnet86_rk8_adaptive',
     ]},
-    'horesnet58_lm': _lm_cfg(),
-    'horesnet86_lm': _lm_cfg(),
+    'horesnet58_lm.*': _lm_cfg(),
+    'horesnet86_lm.*': _lm_cfg(),
 })
 
 
