@@ -4,7 +4,8 @@
 LM-ResNet step. Both take their sub-networks ready-made, so the same blocks serve the CIFAR
 layout (pre-activation F, as the HO-ResNet authors) and the ImageNet one (ResNet's F).
 """
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+import functools
+from typing import Callable, Dict, Final, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -102,22 +103,194 @@ def upcast_half(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _last_reads(reads: Sequence[Sequence[int]]) -> List[int]:
-    """For each stage j, the last stage that reads k_j (-1 when none does)."""
-    return [max([i for i, r in enumerate(reads) if j in r], default=-1) for j in range(len(reads))]
+@torch.jit.unused
+def _fx_tracing() -> bool:
+    from torch.fx import _symbolic_trace
+    # torch.compile and torch.export handle in-place writes; only symbolic tracing drops them
+    # (is_fx_tracing itself warns that it answers for all three)
+    return getattr(_symbolic_trace, 'is_fx_symbolic_tracing', _symbolic_trace.is_fx_tracing)()
+
+
+def no_backward() -> bool:
+    """Whether nothing computed now can feed a backward pass (`torch.no_grad`, `torch.inference_mode`),
+    so a block may overwrite maps it made. Never while torch.fx traces: a graph drops an in-place
+    write whose result it does not read, and may later run with gradients."""
+    if torch.is_grad_enabled():
+        return False
+    return torch.jit.is_scripting() or not _fx_tracing()
+
+
+# --- the stage plan -------------------------------------------------------------------------
+#
+# While sub-network t runs, a block must keep stage t's input and enough maps to form the later
+# stages' inputs and the output. All of those are linear in the k_j computed so far, so the fewest
+# maps that carry them is the rank of the later rows of (A, b) restricted to the columns seen so
+# far, which can be well below what the sparsity pattern suggests: Verner-8 then holds at most 6
+# maps, its input included, where keeping each k_j until its last reader holds up to 10, and
+# folding some k_j into running inputs of every later stage that reads them at best 9. `stage_plan`
+# keeps exactly such a basis, worked out once per tableau in exact arithmetic; the block runs it as data.
+
+_INPUT, _UPDATE, _HOLD = 0, 1, 2
+_K = -1  # the slot of the stage output just computed
+_IN = -2  # the slot of the next stage's input
+# (kind, slot, source slots, coefficients, slot whose buffer receives the result or -1, slots released after)
+PlanOp = Tuple[int, int, List[int], List[float], int, List[int]]
+
+
+def _nonzero(v) -> bool:
+    return not v == 0
+
+
+def _row_space(rows: List[list]) -> List[Tuple[int, list]]:
+    """Fully reduced echelon basis [(pivot column, row)] of the span of `rows` (exact)."""
+    basis: List[Tuple[int, list]] = []
+    for row in rows:
+        row = _residual(row, basis)
+        pivot = next((i for i, v in enumerate(row) if _nonzero(v)), None)
+        if pivot is not None:
+            row = [v / row[pivot] for v in row]
+            basis = [(p, [u - r[pivot] * w for u, w in zip(r, row)]) for p, r in basis] + [(pivot, row)]
+    return basis
+
+
+def _residual(v: list, basis: List[Tuple[int, list]]) -> list:
+    """`v` less its component in the span of a fully reduced echelon basis: zero iff v is in that span."""
+    for p, r in basis:
+        if _nonzero(v[p]):
+            v = [u - v[p] * w for u, w in zip(v, r)]
+    return list(v)
+
+
+def _coordinates(target: list, vectors: List[list]) -> list:
+    """alpha with sum_i alpha_i vectors_i == target, for independent vectors whose span holds target."""
+    rows = [[vec[r] for vec in vectors] + [target[r]] for r in range(len(target))]
+    for col in range(len(vectors)):
+        top = next(i for i in range(col, len(rows)) if _nonzero(rows[i][col]))
+        rows[col], rows[top] = rows[top], rows[col]
+        rows[col] = [v / rows[col][col] for v in rows[col]]
+        rows = [row if i == col or not _nonzero(row[col]) else [u - row[col] * w for u, w in zip(row, rows[col])]
+                for i, row in enumerate(rows)]
+    assert not any(_nonzero(row[-1]) for row in rows[len(vectors):]), 'target outside the span'
+    return [rows[i][-1] for i in range(len(vectors))]
+
+
+@functools.lru_cache(maxsize=None)
+def stage_plan(a: Tuple[tuple, ...], b: tuple) -> Tuple[Tuple[PlanOp, ...], ...]:
+    """The ops that follow each sub-network of a block with exact tableau (a, b): one tuple per stage.
+
+    After sub-network t - 1 the kept maps W and k_{t-1} span U; what stays needed is V, the span of
+    the later rows a_n[:t] (n > t) and b[:t]. Some maps (the "spent" ones: raw stage outputs
+    first) are picked so that with k they span U modulo V; every other map W_i then moves into V
+    by adding a combination of k and the spent maps (in place when nothing needs a backward pass),
+    k itself is held if V still lacks a direction, and the next stage's input x + h a_t k (the output
+    x + h b k after the last stage) is written over a spent map where one is free. While sub-network
+    t runs the block holds dim V + 1 maps, the least possible; between sub-networks at most two more.
+    """
+    s = len(b)
+    zero = b[0] * 0
+    one = zero + 1
+    kept: List[list] = []  # [slot, coefficients over k_0..k_{t-1}, raw: holds a sub-network's output as is]
+    free_slot = 0
+    steps = []
+    for t in range(1, s + 1):  # the step after sub-network t - 1
+        for m in kept:
+            m[1] = m[1] + [zero]
+        e = [zero] * (t - 1) + [one]
+        later = [list(a[n][:t]) for n in range(t + 1, s)] + [list(b[:t])] if t < s else []
+        space = _row_space(later)
+        e_rest = _residual(e, space)
+        k_spent = any(_nonzero(v) for v in e_rest)
+        pivots = [e_rest] if k_spent else []
+        pivot_maps = [(_K, e)] if k_spent else []
+        spent = []
+        for m in sorted(kept, key=lambda m: not m[2]):
+            rest = _residual(m[1], space)
+            if any(_nonzero(v) for v in _residual(rest, _row_space(pivots))):
+                pivots.append(rest)
+                pivot_maps.append((m[0], m[1]))
+                spent.append(m)
+        staying = [m for m in kept if m not in spent]
+        # the next input x + h a_t k (after the last stage, the output x + h b k), from the maps as they
+        # were, so that it reads only the k_j that stage reads; written over a spent map of this call's
+        # own making that no update below reads, preferably one of its terms (read first)
+        target = list(a[t][:t]) if t < s else list(b)
+        alpha = _coordinates(target, [m[1] for m in kept] + [e])
+        terms = [(slot, v) for slot, v in zip([m[0] for m in kept] + [_K], alpha) if _nonzero(v)]
+        updates = []
+        for m in staying:  # W_i -= sum_j c_j P_j puts W_i in V
+            c = _coordinates(_residual(m[1], space), pivots) if pivots else []
+            if any(_nonzero(v) for v in c):
+                updates.append([_UPDATE, m[0], [pm[0] for pm, v in zip(pivot_maps, c) if _nonzero(v)],
+                                [-float(v) for v in c if _nonzero(v)], -1, []])
+                for (_, vec), v in zip(pivot_maps, c):
+                    m[1] = [u - v * w for u, w in zip(m[1], vec)]
+                m[2] = False
+        free = [m[0] for m in spent if not m[2] and not any(m[0] in op[2] for op in updates)]
+        into = next((sl for sl, _ in terms if sl in free), free[0] if free else -1)
+        terms.sort(key=lambda term: term[0] != into)
+        ops = [[_INPUT, _IN, [sl for sl, _ in terms], [float(v) for _, v in terms], into, []]] + updates
+        if later and not k_spent and len(staying) < len(space):
+            ops.append([_HOLD, free_slot, [_K], [1.0], -1, []])
+            staying.append([free_slot, e, True])
+            free_slot += 1
+        # release each spent map, and k unless held, after its last reader
+        held = any(op[0] == _HOLD for op in ops)
+        for slot in [m[0] for m in spent] + ([] if held else [_K]):
+            last = max((i for i, op in enumerate(ops) if slot in op[2] or op[4] == slot), default=0)
+            ops[last][5].append(slot)
+        kept = staying
+        steps.append(tuple((kind, slot, srcs, coefs, into, release) for kind, slot, srcs, coefs, into, release in ops))
+    return tuple(steps)
+
+
+def _plan_reads(plan: List[List[PlanOp]]) -> List[List[int]]:
+    """For each stage, the k_j that the plan's arithmetic for its input reads (stage 0: none)."""
+    reads: List[List[int]] = [[]]
+    cone: Dict[int, set] = {}
+    for t, step in enumerate(plan):
+        cone[_K] = {t}
+        for kind, slot, srcs, _, _, release in step:
+            if kind == _HOLD:
+                cone[slot] = set(cone[_K])
+            elif kind == _UPDATE:
+                cone[slot] = cone[slot].union(*(cone[sl] for sl in srcs))
+            elif t + 1 < len(plan):
+                reads.append(sorted(set().union(*(cone[sl] for sl in srcs))))
+            for sl in release:
+                cone.pop(sl, None)
+    return reads
+
+
+def live_maps(a, b) -> List[int]:
+    """The maps a block with exact tableau (a, b) holds while each sub-network runs, that
+    sub-network's input included (0 for the first, which reads the block's input x)."""
+    live, counts = 0, [0]
+    for step in stage_plan(tuple(tuple(row) for row in a), tuple(b))[:-1]:
+        live += sum(op[0] == _HOLD for op in step) - sum(sl >= 0 for op in step for sl in op[5])
+        counts.append(live + 1)
+    return counts
 
 
 class SchemeBlock(nn.Module):
     """One step of an explicit Runge-Kutta scheme over its own sub-networks F_1..F_s.
 
-    Memory: the running sum h * sum(b_i k_i) is accumulated as stages finish, and each k_j is
-    released after the last stage that reads it, so RK4 holds x, the sum and one stage.
+    The stage combinations follow a plan worked out once from the tableau (`stage_plan`): between
+    sub-networks the block keeps only a basis of what the later stages and the output still read,
+    updated as each k_t arrives (`live_maps`: RK4 keeps one map besides the stage input, Verner-8 at
+    most five). With no backward pass to feed (`torch.no_grad` / `torch.inference_mode`) the block
+    also updates the maps it made in place and builds each input in the buffer of a map it no
+    longer needs; it never writes to x or to a sub-network's output, which may be held elsewhere.
     """
+    # the plan's codes, as constants TorchScript can read
+    K: Final[int] = _K
+    IN: Final[int] = _IN
+    UPDATE: Final[int] = _UPDATE
+    HOLD: Final[int] = _HOLD
     # class-level annotations so TorchScript types the (possibly empty) coefficient lists
     a: List[List[float]]
     b: List[float]
     reads: List[List[int]]
-    last_read: List[int]
+    plan: List[List[PlanOp]]
 
     def __init__(
             self,
@@ -137,9 +310,13 @@ class SchemeBlock(nn.Module):
         self.subnets = nn.ModuleList(subnets)
         self.a, self.b = scheme.as_floats()
         self.reads = [list(r) for r in scheme.reads]
-        self.last_read = _last_reads(self.reads)
+        self.plan = [[(kind, slot, list(srcs), list(coefs), into, list(release))
+                      for kind, slot, srcs, coefs, into, release in step]
+                     for step in stage_plan(tuple(tuple(r) for r in scheme.a), tuple(scheme.b))]
+        self.ends_at_input = False  # `truncate` cuts the block before a stage: it then returns that input
         self.step_size = nn.Parameter(torch.ones((), device=device, dtype=dtype)) if learn_step_size else None
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.has_drop_path = drop_path > 0.
         self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
 
     def reset_parameters(self):
@@ -149,6 +326,41 @@ class SchemeBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x, [])[0]
 
+    def _sum(self, slots: Dict[int, torch.Tensor], srcs: List[int], coefs: List[float], base: Optional[torch.Tensor],
+             into: int, reuse: bool) -> torch.Tensor:
+        """base + h * sum_i coefs_i slots[srcs_i] (with base None: the sum alone, without h).
+
+        Written into the buffer of slots[into] when into >= 0 (srcs[0] may be that slot: it is read
+        first); else into a new buffer, which `reuse` (no backward pass) lets later terms update in place.
+        """
+        if len(srcs) == 0:
+            assert base is not None
+            return base
+        h = self.step_size if base is not None else None
+        start = base
+        if h is not None and not reuse:
+            start = None  # autograd: (sum) * h, which saves one map for h's gradient, then + base
+        first = slots[srcs[0]]
+        if start is None:
+            out = torch.mul(first, coefs[0], out=slots[into]) if into >= 0 else first * coefs[0]
+        elif h is None:
+            out = torch.add(start, first, alpha=coefs[0], out=slots[into]) if into >= 0 else \
+                torch.add(start, first, alpha=coefs[0])
+        else:
+            out = torch.addcmul(start, first, h, value=coefs[0], out=slots[into]) if into >= 0 else \
+                torch.addcmul(start, first, h, value=coefs[0])
+        for i in range(1, len(srcs)):
+            if not reuse:
+                out = torch.add(out, slots[srcs[i]], alpha=coefs[i])
+            elif h is None:
+                out.add_(slots[srcs[i]], alpha=coefs[i])
+            else:
+                out.addcmul_(slots[srcs[i]], h, value=coefs[i])
+        if h is not None and not reuse:
+            assert base is not None
+            out = base + out * h
+        return out
+
     def forward_stages(self, x: torch.Tensor, keep: List[int]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """The step, and the inputs x + h * sum_j a_ij k_j of the stages i listed in `keep`, 0 < i < s.
 
@@ -156,36 +368,49 @@ class SchemeBlock(nn.Module):
         which the caller has); other numbers are ignored. Only listed inputs are kept, so `forward`
         holds nothing more.
         """
+        reuse = no_backward()  # the block may overwrite maps it made
         x_hi = upcast_half(x)
-        ks: Dict[int, torch.Tensor] = {}
-        acc: Optional[torch.Tensor] = None
+        slots: Dict[int, torch.Tensor] = {}  # the plan's maps, _K the stage output, _IN the next input
+        owned: List[int] = []  # slots whose buffer this call made: never x, never a sub-network's output
         inputs: List[torch.Tensor] = []
+        out = x
+        last = len(self.subnets) - 1
         for i, subnet in enumerate(self.subnets):
-            stage_in = x
-            inc: Optional[torch.Tensor] = None
-            for j in self.reads[i]:
-                inc = ks[j] * self.a[i][j] if inc is None else torch.add(inc, ks[j], alpha=self.a[i][j])
-            if inc is not None:
-                if self.step_size is not None:
-                    inc = inc * self.step_size
-                stage_in = (x_hi + inc).to(x.dtype)
-            if i > 0 and i in keep:
-                inputs.append(stage_in)
-            k = upcast_half(subnet(stage_in))
-            if self.b[i] != 0.:
-                if acc is None:
-                    acc = k if self.b[i] == 1. else k * self.b[i]
+            if i == 0:
+                slots[self.K] = upcast_half(subnet(x))
+            else:
+                if i in keep:
+                    inputs.append(slots[self.IN])
+                slots[self.K] = upcast_half(subnet(slots.pop(self.IN)))  # the call holds the only reference
+            for kind, slot, srcs, coefs, into, release in self.plan[i]:
+                if kind == self.HOLD:
+                    slots[slot] = slots[self.K]
+                elif kind == self.UPDATE:
+                    mine = reuse and slot in owned
+                    for j in range(len(srcs)):
+                        if mine:
+                            slots[slot].add_(slots[srcs[j]], alpha=coefs[j])
+                        else:
+                            slots[slot] = torch.add(slots[slot], slots[srcs[j]], alpha=coefs[j])
+                            mine = reuse
+                    owned.append(slot)
                 else:
-                    acc = torch.add(acc, k, alpha=self.b[i])
-            if self.last_read[i] > i:
-                ks[i] = k
-            for j in self.reads[i]:
-                if self.last_read[j] == i:
-                    del ks[j]
-        assert acc is not None
-        if self.step_size is not None:
-            acc = acc * self.step_size
-        return self.act(x + self.drop_path(acc.to(x.dtype))), inputs
+                    buffer = into if reuse and into in owned else -1
+                    if i < last or self.ends_at_input:
+                        slots[self.IN] = self._sum(slots, srcs, coefs, x_hi, buffer, reuse).to(x.dtype)
+                    elif reuse and not (self.training and self.has_drop_path) and x_hi.dtype == x.dtype:
+                        out = self.act(self._sum(slots, srcs, coefs, x, buffer, reuse))
+                    else:
+                        total = slots[srcs[0]] if len(srcs) == 1 and coefs[0] == 1. else \
+                            self._sum(slots, srcs, coefs, None, buffer, reuse)
+                        if self.step_size is not None:
+                            total = total * self.step_size
+                        out = self.act(x + self.drop_path(total.to(x.dtype)))
+                for r in release:
+                    del slots[r]
+        if self.ends_at_input:
+            out = slots[self.IN]
+        return out, inputs
 
     def truncate(self, stages: int):
         """Cut the block before stage `stages` (0 < stages < s): it then returns that stage's input.
@@ -199,16 +424,22 @@ class SchemeBlock(nn.Module):
         if not 0 < stages < len(self.subnets):
             raise ValueError(f'can cut a {len(self.subnets)}-stage block before stage 1..{len(self.subnets) - 1}, '
                              f'not {stages}')
-        needed = set(self.reads[stages])
+        # the plan as it is up to stage m's input, which the cut block returns bit for bit as the whole
+        # block's tap; a sub-network whose output that arithmetic reads is kept (exactly the k_j that the
+        # rows read, for every tableau here: stage_plan forms each input from maps of only those k_j)
+        reads = _plan_reads(self.plan)
+        needed = set(reads[stages])
         for i in reversed(range(stages)):
             if i in needed:
-                needed.update(self.reads[i])
+                needed.update(reads[i])
         self.subnets = nn.ModuleList([m if i in needed else nn.Identity() for i, m in enumerate(self.subnets[:stages])])
         self.reads = [r if i in needed else [] for i, r in enumerate(self.reads[:stages])]
-        self.last_read = _last_reads(self.reads)
         self.b = self.a[stages][:stages]
+        self.plan = self.plan[:stages - 1] + [[op for op in self.plan[stages - 1] if op[0] == _INPUT]]
+        self.ends_at_input = True
         self.act = nn.Identity()
         self.drop_path = nn.Identity()
+        self.has_drop_path = False
 
 
 class MultistepBlock(nn.Module):
@@ -232,6 +463,7 @@ class MultistepBlock(nn.Module):
         self.subnets = nn.ModuleList([subnet])  # same parameter names as a one-stage SchemeBlock
         self.k = None if first else nn.Parameter(torch.empty((), device=device, dtype=dtype))
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.has_drop_path = drop_path > 0.
         self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
         self.reset_parameters()
 
@@ -240,6 +472,12 @@ class MultistepBlock(nn.Module):
             nn.init.uniform_(self.k, -0.1, 0.)  # as Lu et al. initialise k_n
 
     def forward(self, x: torch.Tensor, prev: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        if no_backward() and not (self.training and self.has_drop_path):
+            # x + F(x) + k prev - k x in one buffer, without the map prev - x
+            y = torch.add(x, self.subnets[0](x))
+            if self.k is not None and prev is not None:
+                y.addcmul_(prev, self.k).addcmul_(x, self.k, value=-1.)
+            return self.act(y), x
         y = x + self.drop_path(self.subnets[0](x))
         if self.k is not None and prev is not None:
             y = y + self.k * (prev - x)

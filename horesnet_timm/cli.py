@@ -23,10 +23,12 @@ COMMANDS = {
     'draw': ('horesnet_timm.diagram', "draw a scheme block's data flow from its Butcher tableau (.png, .svg)"),
     'tour': ('horesnet_timm.tour', 'list the schemes and models with measured sizes and run a training step '
                                    'per scheme'),
+    'bench': ('horesnet_timm.bench', 'time and memory of every scheme against Euler stacking at the same depth '
+                                     '(eager, torch.compile, onnxruntime; CPU or CUDA), as a table and a chart'),
     'run': ('horesnet_timm.launch', "run a timm script (validate.py, inference.py, benchmark.py, ...) with the "
                                     "horesnet models registered"),
     'card': ('horesnet_timm.cards', 'render a Hugging Face Hub model card with measured stats'),
-    'hub': ('horesnet_timm.hub', 'publish weights on the Hugging Face Hub (push)'),
+    'hub': ('horesnet_timm.hub', 'publish weights on the Hugging Face Hub (push, publish-shipped)'),
     'export': ('horesnet_timm.onnx_export', 'export a model to ONNX with its preprocessing metadata, verified '
                                             'against PyTorch in onnxruntime'),
     'restack': ('horesnet_timm.restack', 'show how a timm model (resnet50, convnext_atto, ...) restacks by a scheme: '
