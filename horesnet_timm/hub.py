@@ -5,13 +5,18 @@
                 README.md, model.onnx when given; then `check_folder` loads the folder back through
                 timm's `local-dir:` path (the same config parsing as `hf-hub:`) and compares outputs
     push     -> `create_repo` + one `upload_folder` commit, the calls timm's `push_to_hf_hub` makes
+    shipped  -> `horesnet hub publish-shipped`: each folder of horesnet_timm/weights/ (the pretrained tags
+                that ship in the package) checked as its tag and pushed unchanged, one commit per folder
 
 We do not call `push_to_hf_hub` itself: it re-serialises the model into a folder of its own (with a
 pickle file by default) and keeps an existing README, so what it uploads is not what we checked.
 """
+import hashlib
+import json
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .errors import HoresnetError
 from .fileio import atomic_output, regular_file, umask
@@ -19,9 +24,12 @@ from .loading import explain_hub_error
 
 # torch, timm and huggingface_hub are imported where used, so `horesnet --help` stays fast
 
-__all__ = ['HubError', 'stage', 'check_folder', 'push', 'load_from_hub']
+__all__ = ['HubError', 'stage', 'check_folder', 'push', 'load_from_hub', 'shipped_folders', 'check_shipped']
 
 WEIGHTS, CONFIG, CARD, ONNX = 'model.safetensors', 'config.json', 'README.md', 'model.onnx'
+EVAL = 'eval.json'  # the evaluation record beside a shipped folder's card
+NO_TOKEN = ('no Hugging Face token: run `hf auth login`, or set HF_TOKEN to a token with write access '
+            '(https://huggingface.co/settings/tokens).')
 
 
 class HubError(HoresnetError):
@@ -192,6 +200,19 @@ def add_arguments(parser) -> None:
     group.add_argument('--dry-run', action='store_true', help='stage and check only; no network')
     group.add_argument('--output-dir', help='with --dry-run: write the staged folder here (default: a temporary '
                                             'folder, removed afterwards)')
+    p = commands.add_parser('publish-shipped', help='upload every pretrained folder that ships in the package, '
+                                                    'one commit per Hub repository',
+                            description='Check each folder of horesnet_timm/weights/ (it must load through timm\'s '
+                                        '`local-dir:` as the registered tag, with the same weights and outputs, and '
+                                        'its card must show its eval.json top-1), then upload its files unchanged '
+                                        'as one commit to NAMESPACE/<arch>.<tag>. The token comes from HF_TOKEN or '
+                                        '`hf auth login`.')
+    p.add_argument('--namespace', help='Hub user or organisation to publish under (default: the one in each '
+                                       "folder's config.json hf_hub_id, horesnet-timm)")
+    p.add_argument('--only', nargs='+', action='extend', metavar='NAME', default=[],
+                   help='publish only these folders (ARCH.TAG, e.g. horesnet10_euler.fmnist)')
+    p.add_argument('--dry-run', action='store_true',
+                   help='check and list what would be uploaded (repository, files, sizes, sha256); no network')
 
 
 def _size(n: int) -> str:
@@ -199,6 +220,8 @@ def _size(n: int) -> str:
 
 
 def run(args) -> int:
+    if args.hub_command == 'publish-shipped':
+        return publish_shipped(args)
     from huggingface_hub import get_token
     from huggingface_hub.utils import validate_repo_id
     from .cards import load_eval_record
@@ -213,8 +236,7 @@ def run(args) -> int:
     if args.output_dir and Path(args.output_dir).exists():
         raise HubError(f"output folder '{args.output_dir}' already exists; remove it or choose another")
     if not args.dry_run and not get_token():
-        raise HubError('no Hugging Face token: run `hf auth login`, or set HF_TOKEN to a token with write access '
-                       '(https://huggingface.co/settings/tokens). Use --dry-run to stage and check without one.')
+        raise HubError(NO_TOKEN + ' Use --dry-run to stage and check without one.')
     record = load_eval_record(args.eval_json) if args.eval_json else None
     loaded = load_from_args(args)
     if not loaded.trained:
@@ -237,4 +259,125 @@ def run(args) -> int:
             raise HubError(message) from e
     print(f'pushed {getattr(commit, "commit_url", commit)}\n'
           f"load with: import horesnet_timm, timm; timm.create_model('hf-hub:{args.repo_id}', pretrained=True)")
+    return 0
+
+
+# --- the folders that ship in the package (horesnet_timm/weights/<arch>.<tag>/, registered by models/cifar.py) ---
+
+
+def shipped_folders(only: Sequence[str] = ()) -> List[Path]:
+    """The shipped Hub folders, sorted by name; with `only`, those named (each must exist)."""
+    from .errors import UsageError
+    from .models.cifar import WEIGHTS as SHIPPED
+    folders = {p.parent.name: p.parent for p in SHIPPED.glob(f'*/{CONFIG}')}
+    unknown = [n for n in only if n not in folders]
+    if unknown:
+        raise UsageError(f"--only {' '.join(unknown)}: not a shipped folder; the package ships "
+                         f"{', '.join(sorted(folders)) or 'none'}")
+    if not folders:
+        raise HubError(f"no pretrained folders ship in '{SHIPPED}'")
+    return [folders[n] for n in sorted(set(only) or folders)]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_shipped(folder: Path) -> Dict:
+    """Check that a shipped folder is what its tag loads, and say what publishing it uploads.
+
+    Its config.json must name hf_hub_id `<namespace>/<folder name>`; the folder must load through timm's
+    `local-dir:` (the `hf-hub:` parser) with the weights and outputs of `timm.create_model(<folder name>,
+    pretrained=True)`; its card must show the top-1 of its eval.json. Returns {'hf_hub_id', 'files': [(name,
+    size)], 'sha256'} (sha256 of model.safetensors); every regular file of the folder is uploaded.
+    """
+    import timm
+    name = folder.name
+    missing = [f for f in (CONFIG, WEIGHTS, CARD, EVAL) if not (folder / f).is_file()]
+    if missing:
+        raise HubError(f"shipped folder '{folder}' has no {' and no '.join(missing)}; stage it again with "
+                       f"`horesnet hub push --dry-run --output-dir`")
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding='utf-8'))
+        record = json.loads((folder / EVAL).read_text(encoding='utf-8'))
+        hub_id = config['pretrained_cfg']['hf_hub_id']
+    except (ValueError, KeyError, TypeError) as e:
+        raise HubError(f"shipped folder '{folder}': {CONFIG} or {EVAL} is not what `horesnet hub push` stages "
+                       f"({type(e).__name__}: {e})") from e
+    if not isinstance(hub_id, str) or hub_id.count('/') != 1 or hub_id.split('/')[1] != name:
+        raise HubError(f"shipped folder '{folder}': its {CONFIG} names hf_hub_id {hub_id!r}, not "
+                       f"'<namespace>/{name}'; a folder is published under its own name")
+    if name not in timm.list_pretrained(name):
+        raise HubError(f"shipped folder '{folder}' is not a registered pretrained tag; reinstall the package")
+    if f"| {record.get('top1')} |" not in (folder / CARD).read_text(encoding='utf-8'):
+        raise HubError(f"the card of shipped folder '{folder}' does not show the top-1 of its {EVAL} "
+                       f"({record.get('top1')}); render it again")
+    try:
+        check_folder(folder, timm.create_model(name, pretrained=True))
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:  # timm's strict load, a config it cannot parse
+        detail = ' '.join(str(e).split())
+        detail = detail if len(detail) <= 300 else detail[:300] + ' ...'
+        raise HubError(f"shipped folder '{folder}' does not load through timm as {name} ({type(e).__name__}: "
+                       f"{detail}); stage it again with `horesnet hub push --dry-run --output-dir`") from e
+    files = [(p.name, p.stat().st_size) for p in sorted(folder.iterdir())
+             if p.is_file() and not p.name.startswith('.')]
+    return {'hf_hub_id': hub_id, 'files': files, 'sha256': _sha256(folder / WEIGHTS)}
+
+
+def publish_shipped(args) -> int:
+    """`horesnet hub publish-shipped`: check every shipped folder first, then upload each as one commit."""
+    from huggingface_hub import get_token
+    from huggingface_hub.utils import validate_repo_id
+    from . import __version__
+    from .errors import UsageError
+    if args.namespace is not None:
+        try:
+            validate_repo_id(f'{args.namespace}/x')
+        except ValueError as e:
+            raise UsageError(f'--namespace {args.namespace!r} is not a Hub user or organisation: {e}') from None
+    if not args.dry_run and not get_token():
+        raise HubError(NO_TOKEN + ' Use --dry-run to check and list the folders without one.')
+    plan = []
+    for folder in shipped_folders(args.only):
+        info = check_shipped(folder)
+        namespace, name = info['hf_hub_id'].split('/')
+        repo_id = f'{args.namespace or namespace}/{name}'
+        plan.append((folder, repo_id, info))
+        width = max(len(f) for f, _ in info['files'])
+        digits = max(len(str(n)) for _, n in info['files'])
+        print(f'{repo_id} <- {folder}')
+        for file, size in info['files']:
+            sha = f"  sha256 {info['sha256']}" if file == WEIGHTS else ''
+            print(f'  {file:<{width}}  {size:>{digits}} bytes{sha}')
+        print(f'  checked: loads through timm (local-dir:) as {name}, weights and outputs identical')
+        if repo_id != info['hf_hub_id']:
+            print(f"  note: its {CONFIG} and {CARD} name {info['hf_hub_id']}; they are uploaded unchanged")
+    if args.dry_run:
+        print(f"dry run: nothing uploaded ({len(plan)} {'repository' if len(plan) == 1 else 'repositories'}, "
+              f"one commit each)")
+        return 0
+    done = []
+    for folder, repo_id, info in plan:
+        with tempfile.TemporaryDirectory() as tmp:  # exactly the files listed and checked above
+            staged = Path(tmp) / folder.name
+            staged.mkdir()
+            for file, _ in info['files']:
+                shutil.copyfile(folder / file, staged / file)
+            try:
+                commit = push(staged, repo_id, commit_message=f'Add {folder.name} weights, as shipped in '
+                                                              f'horesnet-timm {__version__}')
+            except Exception as e:  # a Hub or network failure: some are also ValueErrors
+                message = explain_hub_error(e, repo_id)
+                if message is None:
+                    raise
+                if done:
+                    message += f" (already published: {', '.join(done)})"
+                raise HubError(message) from e
+        done.append(repo_id)
+        print(f'pushed {getattr(commit, "commit_url", commit)}')
+    print(f"load with: import horesnet_timm, timm; timm.create_model('hf-hub:{done[0]}', pretrained=True)")
     return 0

@@ -89,3 +89,68 @@ def randomised(model, seed=0):
             if t.is_floating_point():
                 t.copy_(torch.randn(t.shape, generator=g) * 0.05 + (1.0 if t.ndim <= 1 else 0.0))
     return model.eval()
+
+
+# --- the shipped Fashion-MNIST test subset (tests/data/README.md) and what the pretrained tags score on it ---
+# These helpers use no pytest, so they also run as a script: `python tests/conftest.py [NAME ...]` writes the
+# subset top-1 into the eval.json of each shipped folder named (default: every folder that has none yet).
+
+SUBSET = Path(__file__).resolve().parent / 'data' / 'fashion_mnist_test_1000.npz'
+SUBSET_IMAGES = 'first 1000 of the test split'
+
+
+def load_subset():
+    """(images, labels) of the shipped subset: uint8 N x 28 x 28 and int64 N, numpy arrays."""
+    with np.load(SUBSET) as data:
+        return data['images'], data['labels']
+
+
+def top1(model, images, labels, batch: int = 500) -> float:
+    """Top-1 (%) of `model` in eval mode on uint8 grey images (N x H x W), as its pretrained_cfg says to feed
+    them: x / 255, then its mean and std; no resize."""
+    import torch
+    cfg = model.pretrained_cfg
+    x = (torch.from_numpy(np.ascontiguousarray(images)).float()[:, None] / 255 - cfg['mean'][0]) / cfg['std'][0]
+    labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    model.eval()
+    with torch.no_grad():
+        predicted = torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    return 100 * (predicted == labels).float().mean().item()
+
+
+def subset_top1(name: str, **kwargs) -> float:
+    """Top-1 (%) of `timm.create_model(name, pretrained=True, **kwargs)` on the shipped subset, to 2 decimals."""
+    import timm
+    import horesnet_timm  # noqa: F401
+    return round(top1(timm.create_model(name, pretrained=True, **kwargs), *load_subset()), 2)
+
+
+def record_subset_top1(name: str) -> dict:
+    """Measure shipped tag `name` on the subset and write the result into horesnet_timm/weights/<name>/eval.json
+    as "subset": {"images": ..., "top1": ...}. A record without the field gets it appended and keeps its other
+    lines as they are; one that has it is rewritten (indent=1). Returns the field."""
+    from horesnet_timm.models.cifar import WEIGHTS
+    path = WEIGHTS / name / 'eval.json'
+    text = path.read_text(encoding='utf-8')
+    record = json.loads(text)
+    subset = {'images': SUBSET_IMAGES, 'top1': subset_top1(name)}
+    if 'subset' in record:
+        text = json.dumps({**record, 'subset': subset}, indent=1) + '\n'
+    else:
+        body = text.rstrip()
+        if not body.endswith('}'):
+            raise ValueError(f'{path} is not a JSON object')
+        text = body[:-1].rstrip() + ',\n "subset": ' + json.dumps(subset) + '}\n'
+    if json.loads(text) != {**record, 'subset': subset}:
+        raise ValueError(f'{path}: rewriting it would change other fields')
+    path.write_text(text, encoding='utf-8')
+    return subset
+
+
+if __name__ == '__main__':
+    import sys
+    from horesnet_timm.models.cifar import WEIGHTS
+    names = sys.argv[1:] or sorted(p.parent.name for p in WEIGHTS.glob('*/eval.json')
+                                   if 'subset' not in json.loads(p.read_text(encoding='utf-8')))
+    for name in names:
+        print(name, record_subset_top1(name))

@@ -276,3 +276,125 @@ def test_download_network_failure_is_not_called_a_push(tmp_path):
                                  'HF_ENDPOINT': f'http://127.0.0.1:{port}'})
     assert result.stdout.startswith('HubError cannot reach the Hub'), result.stdout + result.stderr
     assert 'commit' not in result.stdout
+
+
+# --- `horesnet hub publish-shipped`: the folders of horesnet_timm/weights/, one Hub commit each ---
+
+def _shipped():
+    from horesnet_timm.models.cifar import WEIGHTS
+    folders = sorted(p.parent for p in WEIGHTS.glob('*/config.json'))
+    assert folders, 'no shipped weights'
+    return folders
+
+
+def _digests(folder):
+    import hashlib
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def uploads(monkeypatch):
+    """huggingface_hub's create_repo and upload_folder, recorded instead of sent: one entry per commit, with
+    the sha256 of every file in the folder as it was when uploaded."""
+    import types
+    from huggingface_hub import HfApi
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(('create_repo', repo_id, kwargs))
+        return types.SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        from pathlib import Path
+        calls.append(('upload_folder', repo_id, dict(kwargs, files=_digests(Path(folder_path)))))
+        return types.SimpleNamespace(commit_url=f'https://hub.test/{repo_id}/commit/0')
+
+    monkeypatch.setattr(HfApi, 'create_repo', create_repo)
+    monkeypatch.setattr(HfApi, 'upload_folder', upload_folder)
+    return calls
+
+
+def test_publish_shipped_dry_run_lists_every_folder(uploads, capsys):
+    before = {f.name: _digests(f) for f in _shipped()}
+    assert main(['hub', 'publish-shipped', '--dry-run']) == 0
+    out = capsys.readouterr().out
+    import hashlib
+    import re
+    for folder in _shipped():
+        hub_id = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['hf_hub_id']
+        assert hub_id == f'horesnet-timm/{folder.name}'
+        assert f'{hub_id} <- {folder}\n' in out
+        for path in sorted(folder.iterdir()):
+            assert re.search(rf'^  {re.escape(path.name)} +{path.stat().st_size} bytes', out, re.M), path.name
+        sha = hashlib.sha256((folder / 'model.safetensors').read_bytes()).hexdigest()
+        assert re.search(rf'^  model\.safetensors +\d+ bytes  sha256 {sha}$', out, re.M)
+        assert f'checked: loads through timm (local-dir:) as {folder.name}, weights and outputs identical' in out
+    assert out.rstrip().endswith('dry run: nothing uploaded ' + (
+        '(1 repository, one commit each)' if len(before) == 1 else f'({len(before)} repositories, one commit each)'))
+    assert uploads == [] and {f.name: _digests(f) for f in _shipped()} == before
+
+
+def test_publish_shipped_makes_one_commit_per_folder(uploads, monkeypatch, capsys):
+    monkeypatch.setenv('HF_TOKEN', 'hf_test')
+    assert main(['hub', 'publish-shipped']) == 0
+    folders = _shipped()
+    commits = [c for c in uploads if c[0] == 'upload_folder']
+    assert [c[1] for c in commits] == [f'horesnet-timm/{f.name}' for f in folders]
+    assert [c[1] for c in uploads if c[0] == 'create_repo'] == [c[1] for c in commits]
+    for (_, repo_id, call), folder in zip(commits, folders):
+        assert call['files'] == _digests(folder)  # every file, byte for byte, in one commit
+        assert folder.name in call['commit_message']
+    out = capsys.readouterr().out
+    assert out.count('pushed https://hub.test/') == len(folders)
+    # another namespace, and one folder only
+    uploads.clear()
+    first = folders[0].name
+    assert main(['hub', 'publish-shipped', '--namespace', 'someone', '--only', first]) == 0
+    assert [(c[0], c[1]) for c in uploads] == [('create_repo', f'someone/{first}'),
+                                               ('upload_folder', f'someone/{first}')]
+    assert f'note: its config.json and README.md name horesnet-timm/{first}' in capsys.readouterr().out
+
+
+def test_publish_shipped_refuses_a_folder_before_uploading_any(uploads, monkeypatch, tmp_path, capsys):
+    """A folder whose card does not show its record, or that does not load as its tag, stops the whole run."""
+    import shutil
+    import horesnet_timm.models.cifar
+    monkeypatch.setenv('HF_TOKEN', 'hf_test')
+    folders = _shipped()
+    for folder in folders:
+        shutil.copytree(folder, tmp_path / folder.name)
+    monkeypatch.setattr(horesnet_timm.models.cifar, 'WEIGHTS', tmp_path)
+    last = tmp_path / folders[-1].name
+    card = (last / 'README.md').read_text()
+    top1 = json.loads((last / 'eval.json').read_text())['top1']
+    (last / 'README.md').write_text(card.replace(f'| {top1} |', '| ? |'))
+    assert main(['hub', 'publish-shipped']) == 1
+    assert f"the card of shipped folder '{last}' does not show the top-1 of its eval.json" in capsys.readouterr().err
+    (last / 'README.md').write_text(card)
+    from safetensors.torch import load_file
+    weights = load_file(str(last / 'model.safetensors'))
+    save_file({**weights, 'fc.bias': weights['fc.bias'] + 1}, str(last / 'model.safetensors'))
+    assert main(['hub', 'publish-shipped']) == 1
+    assert f"staged folder '{last}' reloads with other weights (1 tensors differ, e.g. ['fc.bias'])" in \
+        capsys.readouterr().err
+    save_file(weights, str(last / 'model.safetensors'))
+    config = json.loads((last / 'config.json').read_text())
+    config['num_classes'] = config['model_args']['num_classes'] = 5
+    (last / 'config.json').write_text(json.dumps(config))
+    assert main(['hub', 'publish-shipped']) == 1
+    err = capsys.readouterr().err
+    assert f"shipped folder '{last}' does not load through timm as {last.name} (RuntimeError: " in err
+    assert err.count('\n') == 1 and 'internal error' not in err
+    assert uploads == []
+    assert main(['hub', 'publish-shipped', '--only', 'horesnet10_euler.nope', '--dry-run']) == 2
+    assert "--only horesnet10_euler.nope: not a shipped folder; the package ships" in capsys.readouterr().err
+
+
+def test_publish_shipped_without_token(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith('HF_')}
+    environ.update(HF_HOME=str(tmp_path / 'hf_home'), PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, '-m', 'horesnet_timm', 'hub', 'publish-shipped'], env=environ,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and result.stdout == ''
+    assert result.stderr.startswith('horesnet hub: error: no Hugging Face token: run `hf auth login`, or set HF_TOKEN')
+    assert '--dry-run' in result.stderr and result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr

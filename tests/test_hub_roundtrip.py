@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from horesnet_timm.cli import main
 
+from conftest import load_subset
 from test_hub import ROOT, train_py_checkpoint, trained
 
 OLAH = Path(sys.executable).parent / 'olah-cli'
@@ -183,3 +184,80 @@ def test_push_refused_by_server(hub, tmp_path):
     assert result.returncode == 1
     assert f"the Hub at {hub['url']} refused the request for 'org/new' (HTTP 405)" in result.stderr
     assert 'Traceback' not in result.stderr
+
+
+SHIPPED = '''
+import json, sys, timm, torch
+import horesnet_timm
+from safetensors.torch import load_file, save_file
+from timm.models._builder import _resolve_pretrained_source
+sys.path.insert(0, sys.argv[1])
+from conftest import load_subset, top1
+images, labels = load_subset()
+inputs, outputs = load_file(sys.argv[2]), {}
+for name in inputs:
+    # the registered tag without its installed file: timm goes to the tag's hf_hub_id on its own
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=None)).eval()
+    cfg = model.pretrained_cfg
+    with torch.no_grad():
+        outputs[name] = model(inputs[name])
+    print(json.dumps(dict(name=name, file=cfg.get('file'), hf_hub_id=cfg['hf_hub_id'],
+                          source=list(_resolve_pretrained_source(cfg)), top1=round(top1(model, images, labels), 2))))
+save_file(outputs, sys.argv[2] + '.out.safetensors')
+'''
+
+
+def test_shipped_tags_load_from_the_hub(hub, tmp_path):
+    """Each shipped folder, published as the repository its config.json names, is what the tag loads from the
+    Hub when the installed file is set aside: timm's own `hf_hub_id` path, the top-1 its eval.json records on
+    the shipped test subset, and the logits of the installed file."""
+    import hashlib
+    import timm
+    from horesnet_timm.models.cifar import WEIGHTS
+    folders = sorted(p.parent for p in WEIGHTS.glob('*/config.json'))
+    assert folders
+    images, _ = load_subset()
+    inputs, expected, records = {}, {}, {}
+    for folder in folders:
+        name, hub_id = folder.name, json.loads((folder / 'config.json').read_text())['pretrained_cfg']['hf_hub_id']
+        assert hub_id == f'horesnet-timm/{name}'
+        publish(hub, hub_id, folder)
+        model = timm.create_model(name, pretrained=True).eval()  # from the installed file
+        cfg = model.pretrained_cfg
+        assert cfg['file'] == str(folder / 'model.safetensors')
+        inputs[name] = (torch.from_numpy(images[:8]).float()[:, None] / 255 - cfg['mean'][0]) / cfg['std'][0]
+        with torch.no_grad():
+            expected[name] = model(inputs[name])
+        records[name] = json.loads((folder / 'eval.json').read_text())
+    save_file(inputs, str(tmp_path / 'inputs.safetensors'))
+    result = in_fresh_process(hub, tmp_path, SHIPPED, str(Path(__file__).parent), str(tmp_path / 'inputs.safetensors'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = load_file(str(tmp_path / 'inputs.safetensors.out.safetensors'))
+    info = {r['name']: r for r in map(json.loads, result.stdout.strip().splitlines())}
+    assert sorted(info) == [f.name for f in folders]
+    for folder in folders:
+        name, hub_id = folder.name, f'horesnet-timm/{folder.name}'
+        assert info[name]['file'] is None and info[name]['hf_hub_id'] == hub_id
+        assert info[name]['source'] == ['hf-hub', hub_id]
+        assert info[name]['top1'] == pytest.approx(records[name]['subset']['top1'], abs=0.01), name
+        assert torch.equal(got[name], expected[name]), name
+        # the weights came over HTTP into the fresh cache, and are the installed file's bytes
+        downloaded = list((tmp_path / 'hf_home').rglob(f"models--horesnet-timm--{name}/snapshots/*/model.safetensors"))
+        assert len(downloaded) == 1, name
+        digest = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()
+        assert digest(downloaded[0]) == digest(folder / 'model.safetensors')
+
+
+def test_publish_shipped_refused_by_server(hub, tmp_path):
+    """`horesnet hub publish-shipped` checks every folder, then the server's refusal reads as one clear line."""
+    from horesnet_timm.models.cifar import WEIGHTS
+    first = sorted(p.parent.name for p in WEIGHTS.glob('*/config.json'))[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith('HF_')}
+    env.update(HF_ENDPOINT=hub['url'], HF_HOME=str(tmp_path / 'hf_home'), HF_TOKEN='hf_test', PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, '-m', 'horesnet_timm', 'hub', 'publish-shipped'], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (f"horesnet hub: error: the Hub at {hub['url']} refused the request for 'horesnet-timm/{first}' (HTTP 405)"
+            in result.stderr)
+    assert 'Traceback' not in result.stderr and result.stderr.count('\n') == 1, result.stderr
+    assert 'already published' not in result.stderr and 'pushed' not in result.stdout

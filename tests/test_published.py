@@ -1,6 +1,7 @@
 """The pretrained tags that ship in the package: each is a Hub folder staged by our push code, registered
 from its config.json, loads with `pretrained=True` as the model it was trained as, and scores what its
-evaluation record says (on the real Fashion-MNIST test set, where Debian's package is installed)."""
+evaluation record says: on the first 1000 test images, which ship in tests/data/ (everywhere), and on the
+real Fashion-MNIST test set (where Debian's package is installed)."""
 import gzip
 import json
 import os
@@ -14,6 +15,8 @@ import torch
 import horesnet_timm  # noqa: F401
 from horesnet_timm.cli import main
 from horesnet_timm.models.cifar import WEIGHTS
+
+from conftest import SUBSET, SUBSET_IMAGES, load_subset, record_subset_top1, subset_top1, top1
 
 TAGS = sorted(p.parent.name for p in WEIGHTS.glob('*/config.json'))
 FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
@@ -64,11 +67,51 @@ def _read(path):
 @pytest.mark.parametrize('name', TAGS)
 def test_tag_scores_its_record_on_the_test_set(name):
     images = _read(f'{FASHION_MNIST}/t10k-images-idx3-ubyte.gz')
-    labels = torch.from_numpy(_read(f'{FASHION_MNIST}/t10k-labels-idx1-ubyte.gz').astype(np.int64))
-    model = timm.create_model(name, pretrained=True).eval()
-    cfg = model.pretrained_cfg
-    x = (torch.from_numpy(images).float()[:, None] / 255 - cfg['mean'][0]) / cfg['std'][0]
-    with torch.no_grad():
-        predicted = torch.cat([model(x[i:i + 500]).argmax(1) for i in range(0, len(x), 500)])
-    top1 = 100 * (predicted == labels).float().mean().item()
-    assert top1 == pytest.approx(json.loads((WEIGHTS / name / 'eval.json').read_text())['top1'], abs=0.01)
+    labels = _read(f'{FASHION_MNIST}/t10k-labels-idx1-ubyte.gz')
+    score = top1(timm.create_model(name, pretrained=True), images, labels)
+    assert score == pytest.approx(json.loads((WEIGHTS / name / 'eval.json').read_text())['top1'], abs=0.01)
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason='apt-get install dataset-fashion-mnist')
+def test_shipped_subset_is_the_head_of_the_test_set():
+    images, labels = load_subset()
+    assert images.dtype == np.uint8 and images.shape == (1000, 28, 28)
+    assert labels.dtype == np.int64 and labels.shape == (1000,)
+    assert np.array_equal(images, _read(f'{FASHION_MNIST}/t10k-images-idx3-ubyte.gz')[:1000])
+    assert np.array_equal(labels, _read(f'{FASHION_MNIST}/t10k-labels-idx1-ubyte.gz')[:1000])
+
+
+@pytest.mark.parametrize('name', TAGS)
+def test_tag_scores_its_record_on_the_shipped_subset(name):
+    """The accuracy check that runs everywhere: top-1 on tests/data/'s 1000 test images, as eval.json says."""
+    path = WEIGHTS / name / 'eval.json'
+    subset = json.loads(path.read_text())
+    if 'subset' not in subset:
+        pytest.fail(f'{path} has no "subset" field (the top-1 on tests/data/{SUBSET.name}); fill it in with '
+                    f'`python tests/conftest.py {name}`', pytrace=False)
+    subset = subset['subset']
+    assert subset['images'] == SUBSET_IMAGES
+    assert subset_top1(name) == pytest.approx(subset['top1'], abs=0.01)
+
+
+def test_recording_the_subset_keeps_the_rest_of_the_record(tmp_path, monkeypatch):
+    """`python tests/conftest.py NAME` appends the field to a new folder's eval.json, leaving its lines as they
+    are, and replaces it in one that has it."""
+    import conftest
+    import horesnet_timm.models.cifar
+    name = TAGS[0]
+    record = json.loads((WEIGHTS / name / 'eval.json').read_text())
+    del record['subset']
+    original = '{' + ',\n '.join(f'{json.dumps(k)}: {json.dumps(v)}' for k, v in record.items()) + '}\n'
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'eval.json').write_text(original)
+    monkeypatch.setattr(horesnet_timm.models.cifar, 'WEIGHTS', tmp_path)
+    monkeypatch.setattr(conftest, 'subset_top1', lambda tag: {name: 12.3}[tag])
+    assert record_subset_top1(name) == {'images': SUBSET_IMAGES, 'top1': 12.3}
+    text = (tmp_path / name / 'eval.json').read_text()
+    assert text.startswith(original[:-2] + ',\n "subset": ')
+    assert json.loads(text) == {**record, 'subset': {'images': SUBSET_IMAGES, 'top1': 12.3}}
+    monkeypatch.setattr(conftest, 'subset_top1', lambda tag: 45.6)
+    record_subset_top1(name)
+    assert json.loads((tmp_path / name / 'eval.json').read_text()) == {**record, 'subset': {'images': SUBSET_IMAGES,
+                                                                                            'top1': 45.6}}
