@@ -1,8 +1,8 @@
 """`horesnet bench`: what a stacking scheme costs against plain Euler stacking at the same depth.
 
 Every model in one run, every figure also as a ratio to the Euler model of the same depth in the
-same mode. Modes: `eager` (PyTorch), `compile` (torch.compile, default options) and `onnxruntime`
-(the model exported as `horesnet export` does, run by onnxruntime; inference only).
+same mode. Modes: `eager` (PyTorch), `compile` (torch.compile, default options, fullgraph) and
+`onnxruntime` (the model exported as `horesnet export` does, run by onnxruntime; inference only).
 
   train    one training step: forward, cross-entropy, backward, SGD (momentum 0.9) at --train-batch
   infer    one forward pass in eval mode under torch.inference_mode at --infer-batch; onnxruntime
@@ -119,6 +119,20 @@ def _build(name: str, args):
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def _compile(model):
+    """torch.compile(model, fullgraph=True), refusing to fall back to eager: every model compiled in one
+    process recompiles the same forward, and past dynamo's recompile limit (8) it would quietly run eager."""
+    import torch
+    import torch._dynamo.config as dynamo
+    for limit in ('recompile_limit', 'accumulated_recompile_limit', 'cache_size_limit', 'accumulated_cache_size_limit'):
+        if hasattr(dynamo, limit):
+            setattr(dynamo, limit, 100_000)
+    for fail in ('fail_on_recompile_limit_hit', 'fail_on_cache_limit_hit'):
+        if hasattr(dynamo, fail):
+            setattr(dynamo, fail, True)
+    return torch.compile(model, fullgraph=True)
 
 
 def _batch(args, n: int, model):
@@ -249,7 +263,7 @@ def _probe(args) -> Dict:
             session.run(None, feed)
     else:
         model = _build(args.models[0], args)
-        compiled = torch.compile(model) if mode == 'compile' else None
+        compiled = _compile(model) if mode == 'compile' else None
         fn = _train_step(model, args, compiled) if kind == 'train' else _infer(model, args, args.infer_batch, compiled)
         if compiled is not None:
             fn(), fn()  # compile (train and eval are separate graphs), and settle
@@ -314,7 +328,7 @@ def measure_mode(mode: str, args, log) -> List[Dict]:
                 cases[(name, 'ort')] = (lambda s=session, f=feed: s.run(None, f))
                 cases[(name, 'eager')] = _infer(model, args, args.ort_batch)
             else:
-                compiled = torch.compile(model) if mode == 'compile' else None
+                compiled = _compile(model) if mode == 'compile' else None
                 cases[(name, 'train')] = _train_step(model, args, compiled)
                 cases[(name, 'infer')] = _infer(model, args, args.infer_batch, compiled)
         flat = {f'{name} {what}': fn for (name, what), fn in cases.items()}
