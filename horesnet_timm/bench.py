@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional
@@ -425,7 +426,7 @@ def chart(rows: List[Dict], path: str, title: str) -> None:
         ax.set_title(f'{label} / Euler at the same depth', fontsize=10)
         ax.set_ylim(bottom=0)
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=7)
+    fig.suptitle('\n'.join(textwrap.fill(line, 180) for line in title.split('\n')), fontsize=7)
     fig.savefig(path, dpi=120, format='png')
     plt.close(fig)
 
