@@ -473,16 +473,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--ort-variant', default='all', help=argparse.SUPPRESS)
 
 
+def _given(value, default):
+    return default if value is None else value  # 0 is a value given, which _check refuses
+
+
 def _defaults(args) -> None:
     cuda = args.device == 'cuda'
     quick = args.quick
     args.models = args.models or (QUICK_MODELS if quick else MODELS)
     args.modes = args.modes or (['eager'] if quick else ['eager', 'compile'] if cuda else list(MODES))
-    args.repeats = args.repeats or (2 if quick else 7)
-    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
-    args.train_batch = args.train_batch or (2 if quick else 256 if cuda else 16)
-    args.infer_batch = args.infer_batch or (4 if quick else 256 if cuda else 64)
-    args.ort_batch = args.ort_batch or (4 if quick else 32)
+    args.repeats = _given(args.repeats, 2 if quick else 7)
+    args.warmup = _given(args.warmup, 1 if quick else 2)
+    args.train_batch = _given(args.train_batch, 2 if quick else 256 if cuda else 16)
+    args.infer_batch = _given(args.infer_batch, 4 if quick else 256 if cuda else 64)
+    args.ort_batch = _given(args.ort_batch, 4 if quick else 32)
     args.amp = args.amp or ('bf16' if cuda else 'none')
     args.channels_last = cuda if args.channels_last is None else args.channels_last
     args.memory = (not quick) if args.memory is None else args.memory
@@ -496,6 +500,8 @@ def _check(args) -> None:
         if args.device == 'cuda' and (mode == 'onnxruntime' or mode.startswith('ort:')):
             raise UsageError('onnxruntime is measured on CPU only (its CPU execution provider); '
                              'drop it from --modes on CUDA')
+    if args.warmup < 0:
+        raise UsageError('--warmup must be at least 0')
     for flag in ('repeats', 'train_batch', 'infer_batch', 'ort_batch', 'threads', 'img_size'):
         if getattr(args, flag) < 1:
             raise UsageError(f'--{flag.replace("_", "-")} must be at least 1')

@@ -244,3 +244,11 @@ def test_bench_refuses_unknown_models_and_modes(capsys):
     assert main(['bench', '--modes', 'tensorrt']) == 2
     err = capsys.readouterr().err
     assert "unknown model 'resnet50'" in err and "unknown mode 'tensorrt'" in err
+
+
+@pytest.mark.parametrize('flag', [['--repeats', '0'], ['--train-batch', '0'], ['--infer-batch', '-1'],
+                                  ['--ort-batch', '0'], ['--warmup', '-1']])
+def test_bench_refuses_counts_out_of_range_rather_than_using_defaults(flag, capsys):
+    """0 is a value given, not "unset": it must not quietly start the hour-long default run."""
+    assert main(['bench', *flag]) == 2
+    assert f'{flag[0]} must be at least' in capsys.readouterr().err
