@@ -78,12 +78,14 @@ def plot(runs, path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
     fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
     for model, run, rows, _, _ in runs:
         epochs = [int(r['epoch']) + 1 for r in rows]
         ax.plot(epochs, [float(r['eval_top1']) for r in rows], marker='o', label=run)
     for t in THRESHOLDS:
         ax.axhline(t, color='grey', linewidth=0.6, linestyle=':')
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel('epoch')
     ax.set_ylabel('top-1 after the epoch (%, 10k test split)')
     ax.set_title(title, fontsize=9)
