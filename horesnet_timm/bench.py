@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional
 
 from .errors import HoresnetError, UsageError
 from .fileio import atomic_output, describe_os_error, output_directory
+from .machine import cpu_name, reset_peak, vm_bytes
 
 __all__ = ['MODELS', 'QUICK_MODELS', 'ORT_VARIANTS', 'machine_line', 'add_arguments', 'run']
 
@@ -53,43 +54,12 @@ ORT_VARIANTS = {
 MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536'}
 
 
-def _status_mib() -> Dict[str, float]:
-    fields = {}
-    with open('/proc/self/status') as f:
-        for line in f:
-            key, _, value = line.partition(':')
-            if key in ('VmRSS', 'VmHWM'):
-                fields[key] = int(value.split()[0]) / 1024
-    return fields
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def _cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-        if names:
-            return names[0]
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_line(device: str, threads: int) -> str:
     """One line naming the machine and every version that shapes the figures."""
     import timm
     import torch
     from . import __version__
-    parts = [platform.platform(), f'{_cpu_name()}, {os.cpu_count()} CPUs, {threads} threads']
+    parts = [platform.platform(), f'{cpu_name()}, {os.cpu_count()} CPUs, {threads} threads']
     if device == 'cuda':
         parts.append(f'{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}, '
                      f'cuDNN {torch.backends.cudnn.version()})')
@@ -270,12 +240,11 @@ def _probe(args) -> Dict:
             fn(), fn()  # compile (train and eval are separate graphs), and settle
     import gc
     gc.collect()
-    before = _status_mib()
-    reset = _reset_peak()
+    rss, hwm = vm_bytes('VmRSS'), vm_bytes('VmHWM')
+    reset = reset_peak()
     fn()
-    after = _status_mib()
-    return dict(growth_mib=after['VmHWM'] - (before['VmRSS'] if reset else before['VmHWM']),
-                baseline_mib=before['VmRSS'], reset=reset)
+    return dict(growth_mib=(vm_bytes('VmHWM') - (rss if reset else hwm)) / 2 ** 20, baseline_mib=rss / 2 ** 20,
+                reset=reset)
 
 
 def _probe_in_process(name: str, mode: str, kind: str, args, onnx_path: str = '', variant: str = 'all') -> Dict:

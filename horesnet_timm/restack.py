@@ -35,6 +35,7 @@ import torch.nn as nn
 
 from .blocks import MultistepBlock, SchemeBlock
 from .errors import HoresnetError
+from .machine import cpu_name, reset_peak, vm_bytes
 from .schemes import Scheme, get_scheme, list_schemes
 
 __all__ = ['RestackError', 'Increment', 'Family', 'FAMILIES', 'REFUSED', 'Run', 'RestackPlan', 'plan_restack',
@@ -561,37 +562,17 @@ def compare_cost(base: nn.Module, restacked: nn.Module, input_size: Optional[Seq
 
 # --- CPU cost: time and peak memory of a training step and of inference ---
 
-def _vm(key: str) -> Optional[int]:
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(key + ':'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # Linux: reset VmHWM (peak resident memory) to the current resident memory
-        return True
-    except OSError:
-        return False
-
-
 def _measure(fn) -> Tuple[float, float, Optional[int]]:
     """Wall seconds, CPU seconds of the process, and the peak resident memory above the start (None where
     Linux's counters are missing)."""
     import gc
     gc.collect()
-    peak_known = _reset_peak()
-    start_rss = _vm('VmRSS')
+    peak_known = reset_peak()
+    start_rss = vm_bytes('VmRSS')
     t0, c0 = time.perf_counter(), time.process_time()
     fn()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak = _vm('VmHWM')
+    peak = vm_bytes('VmHWM')
     return seconds, cpu, (peak - start_rss if peak_known and peak is not None and start_rss is not None else None)
 
 
@@ -662,18 +643,6 @@ def format_benchmark(result: Dict[str, Dict[str, float]]) -> str:
     return '\n'.join(line(r) for r in rows)
 
 
-def _cpu_name() -> str:
-    import platform
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 # --- the `horesnet restack` command ---
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -720,7 +689,7 @@ def run(args: argparse.Namespace) -> int:
         input_size = tuple(args.input_size or _input_size(base))
         result = benchmark(base, restacked, input_size, args.batch_size, args.repeats, args.warmup)
         threads = torch.get_num_threads()
-        print(f"\nCPU ({_cpu_name()}, {threads} thread{'s' * (threads != 1)}), batch {args.batch_size} at "
+        print(f"\nCPU ({cpu_name()}, {threads} thread{'s' * (threads != 1)}), batch {args.batch_size} at "
               f"{'x'.join(map(str, input_size))}, medians of {args.repeats} interleaved repeats after {args.warmup} "
               f"warm-up; python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__}")
         print(format_benchmark(result))
