@@ -17,9 +17,10 @@ compared too, while settings that only act in training (drop rates) may change.
 import argparse
 import difflib
 import importlib
+import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .checkpoint import architecture_of
 from .errors import HoresnetError, UsageError
@@ -156,11 +157,21 @@ def _provenance(source: str, checkpoint: Optional[str], meta: Dict[str, Any], pr
     return text
 
 
+def _pool_size(model, input_size) -> Optional[Tuple[int, ...]]:
+    """The unpooled feature map's size at `input_size` (timm's cfg field, which its model tests check), from
+    the model's last feature reduction (stride-2 stages round up); None where the model does not say it."""
+    try:
+        reduction = model.feature_info[-1]['reduction']
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    return tuple(math.ceil(size / reduction) for size in input_size[1:])
+
+
 def _describe(data_config: Dict[str, Any], labels, model) -> Dict[str, Any]:
     """model.pretrained_cfg rewritten to describe the loaded weights."""
     cfg = dict(model.pretrained_cfg)
-    if tuple(cfg.get('input_size', ())) != tuple(data_config['input_size']):
-        cfg['pool_size'] = None  # timm's save_for_hf does the same when the input size changes
+    if cfg.get('pool_size') and tuple(cfg.get('input_size', ())) != tuple(data_config['input_size']):
+        cfg['pool_size'] = _pool_size(model, data_config['input_size'])
     cfg.update(data_config, num_classes=model.num_classes)
     cfg.pop('label_descriptions', None)
     if labels:

@@ -46,7 +46,7 @@ def timm_tests_dir() -> Path:
     return path
 
 
-def run_timm_suite(names):
+def run_timm_suite(names, tests_per_model=TESTS_PER_MODEL):
     path = timm_tests_dir()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])))
     env.pop('GITHUB_ACTIONS', None)  # on GitHub runners timm leaves out its FX + TorchScript test: run all
@@ -59,7 +59,7 @@ def run_timm_suite(names):
     lines = result.stdout.strip().splitlines()
     summary = lines[-1] if lines else result.stderr.strip()[-2000:]
     counts = {word: int(n) for n, word in re.findall(r'(\d+) (\w+)', summary)}
-    expected = TESTS_PER_MODEL * len(names)
+    expected = tests_per_model * len(names)
     ok = result.returncode == 0 and counts.get('passed') == expected and not (
         counts.keys() & {'failed', 'error', 'errors', 'skipped', 'xfailed', 'xpassed'})
     assert ok, (f'timm {timm.__version__} test_models.py over {len(names)} names: {summary!r} '
@@ -68,6 +68,12 @@ def run_timm_suite(names):
 
 def test_timm_suite_on_representatives():
     run_timm_suite(DEFAULT_MODELS)
+
+
+def test_timm_suite_on_the_shipped_pretrained_tags():
+    """timm runs its pretrained-cfg tests (default_cfgs, and forward / backward at the cfg's size) over every
+    tag: a shipped config must describe the model at its own input size (pool_size included)."""
+    run_timm_suite(timm.list_pretrained('horesnet*'), tests_per_model=3)
 
 
 @pytest.mark.slow
