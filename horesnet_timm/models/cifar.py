@@ -69,6 +69,12 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> HoResNet:
     return create_horesnet(variant, pretrained, **dict(model_args, **kwargs))
 
 
+def _create_w16(variant: str, pretrained: bool = False, **kwargs) -> HoResNet:
+    # A quarter of the paper's width in the stem and the trunk: the width the Fashion-MNIST
+    # evidence was trained at on CPU (experiments/fashion_mnist/RESULTS.md), named as such.
+    return _create(variant, pretrained, **dict(dict(stem_width=16, channels=(16,)), **kwargs))
+
+
 # The shipped tags come first and each untagged cfg is marked default ('.*'): timm would otherwise make
 # the first tag with weights the default, and `create_model('horesnet10_rk4')` a 1x28x28 model.
 default_cfgs = generate_default_cfgs({
@@ -84,6 +90,9 @@ default_cfgs = generate_default_cfgs({
     ]},
     'horesnet58_lm.*': _lm_cfg(),
     'horesnet86_lm.*': _lm_cfg(),
+    **{name + '.*': _cfg() for name in [
+        'horesnet58w16_euler', 'horesnet58w16_midpoint', 'horesnet58w16_rk4', 'horesnet58w16_rk8']},
+    'horesnet58w16_lm.*': _lm_cfg(),
 })
 
 
@@ -246,3 +255,38 @@ def horesnet86_lm(pretrained: bool = False, **kwargs) -> HoResNet:
     """HO-ResNet-86, 42 LM-ResNet blocks (Lu et al. 2018; not in Table 3)."""
     model_args = dict(layers=(42,), scheme='lm')
     return _create('horesnet86_lm', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet58w16_euler(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-58 at width 16 (stem and trunk; the paper's is 64), 28 Euler blocks."""
+    model_args = dict(layers=(28,), scheme='euler')
+    return _create_w16('horesnet58w16_euler', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet58w16_midpoint(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-58 at width 16 (stem and trunk; the paper's is 64), 14 midpoint blocks."""
+    model_args = dict(layers=(28,), scheme='midpoint')
+    return _create_w16('horesnet58w16_midpoint', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet58w16_rk4(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-58 at width 16 (stem and trunk; the paper's is 64), 7 RK4 blocks."""
+    model_args = dict(layers=(28,), scheme='rk4')
+    return _create_w16('horesnet58w16_rk4', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet58w16_rk8(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-58 at width 16 (stem and trunk; the paper's is 64), 2 Verner-8 blocks, fixed step."""
+    model_args = dict(layers=(28,), scheme='verner8')
+    return _create_w16('horesnet58w16_rk8', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def horesnet58w16_lm(pretrained: bool = False, **kwargs) -> HoResNet:
+    """HO-ResNet-58 at width 16 (stem and trunk; the paper's is 64), 28 LM-ResNet blocks."""
+    model_args = dict(layers=(28,), scheme='lm')
+    return _create_w16('horesnet58w16_lm', pretrained, **dict(model_args, **kwargs))
