@@ -94,11 +94,11 @@ def estimated_seconds(depth, epochs, done_epochs):
     return SECONDS_PER_EPOCH[depth] * (epochs - done_epochs) + 120
 
 
-def commit(paths, message):
+def commit(repo: Path, paths, message):
     for attempt in range(10):  # another git command in the same repository holds the index lock: wait
-        add = subprocess.run(['git', '-C', str(ROOT), 'add', '--', *map(str, paths)], capture_output=True, text=True)
+        add = subprocess.run(['git', '-C', str(repo), 'add', '--', *map(str, paths)], capture_output=True, text=True)
         done = add.returncode == 0 and subprocess.run(
-            ['git', '-C', str(ROOT), 'commit', '-q', '-m', message, '--', *map(str, paths)],
+            ['git', '-C', str(repo), 'commit', '-q', '-m', message, '--', *map(str, paths)],
             capture_output=True, text=True).returncode == 0
         if done:
             return
@@ -158,7 +158,7 @@ def run_one(args, name, model, depth, epochs, extra, evaluate, env) -> bool:
     record['finished'] = True
     record_path.write_text(json.dumps(record, indent=1) + '\n')
     if args.commit:
-        commit([out], f'evidence: {name} ({epochs} epoch{"s" if epochs > 1 else ""}, Fashion-MNIST, CPU)')
+        commit(args.runs, [out.resolve()], f'evidence: {name} ({epochs} epoch{"s" if epochs > 1 else ""}, Fashion-MNIST, CPU)')
     return True
 
 
