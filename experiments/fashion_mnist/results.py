@@ -1,113 +1,233 @@
-"""The table and the plot of RESULTS.md, from the raw outputs of cpu.sh / gpu.sh (nothing typed by hand).
+"""RESULTS.md's tables and plots, from the outputs run_queue.py commits in runs/ (nothing typed by hand).
 
-    python experiments/fashion_mnist/results.py experiments/fashion_mnist/runs-cpu [--plot val_top1.png]
+    python experiments/fashion_mnist/results.py            # print the tables
+    python experiments/fashion_mnist/results.py --write    # also rewrite RESULTS.md's generated part, results.json, the plots
 
-A run is a train.py output folder `<model>-...-s<seed>` (its summary.csv: one row per epoch) with
-`<model>.validate.csv` or `<run>.validate.csv` beside it (validate.py on the 10k test split) and, where
-recorded, its training seconds in times.txt. Runs of one model are its seeds: mean +- sample std.
+A grid run is `runs/horesnet58w16_<scheme>-s<seed>/`: train.py's summary.csv (one row per epoch,
+evaluated on the 5,000-image validation split), its timestamped train.log, run.json (the epoch
+selected on validation) and test.json (validate.py on the 10,000 test images, once). A robustness
+run is `runs/<model>-lr<m>x-s0/` with one epoch and no test evaluation.
 """
 import argparse
-import csv
+import json
+import math
 import re
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run_queue import LR_MULTIPLIERS, ROBUSTNESS_MODELS, SCHEMES, SEEDS, summary_rows  # noqa: E402
+
 THRESHOLDS = (90.0, 92.0)
+BEGIN, END = '<!-- results.py: begin -->', '<!-- results.py: end -->'
+GRID_RUN = re.compile(r'^horesnet58w16_(\w+)-s(\d+)$')
+SWEEP_RUN = re.compile(r'^(horesnet\d+)w16_(\w+)-lr(\d+)x-s0$')
 
 
-def _rows(path: Path):
-    with open(path, newline='') as f:
-        return list(csv.DictReader(f))
+def epoch_seconds(log: Path):
+    """Wall-clock seconds of each epoch, from its first training line to its last validation line, within
+    one train.py invocation (the log's first field is the time the line was written)."""
+    spans = {}
+    epoch = None
+    for line in log.read_text(encoding='utf-8').splitlines():
+        stamp, _, text = line.partition(' ')
+        if text.startswith('$ '):
+            epoch = None  # a new invocation: an epoch stopped by an interruption is not timed
+            continue
+        match = re.match(r'Train: (\d+) \[', text)
+        if match:
+            if int(match.group(1)) != epoch:
+                epoch = int(match.group(1))
+                spans[epoch] = [float(stamp), None]
+        elif text.startswith('Test:') and epoch is not None:
+            spans[epoch][1] = float(stamp)
+    return {e: end - start for e, (start, end) in spans.items() if end is not None}
 
 
-def read_runs(folder: Path):
-    """[(model, run name, per-epoch rows, test top-1 or None, train seconds or None)]"""
-    seconds = {}
-    if (folder / 'times.txt').exists():
-        for line in (folder / 'times.txt').read_text().split('\n'):
-            parts = line.split()
-            if len(parts) == 3 and parts[1] == 'train_seconds':
-                seconds[parts[0]] = int(parts[2])
-    runs = []
-    for summary in sorted(folder.glob('*/summary.csv')):
-        run = summary.parent.name
-        model = re.sub(r'-.*$', '', run)
-        test = next((folder / f'{n}.validate.csv' for n in (run, model) if (folder / f'{n}.validate.csv').exists()), None)
-        top1 = float(_rows(test)[0]['top1']) if test else None
-        runs.append((model, run, _rows(summary), top1, seconds.get(run, seconds.get(model))))
-    return runs
+def read_grid(runs: Path):
+    """{scheme: {seed: run}} for the finished grid runs."""
+    grid = defaultdict(dict)
+    for folder in sorted(runs.iterdir()):
+        match = GRID_RUN.match(folder.name)
+        record = folder / 'run.json'
+        if not match or not record.is_file() or not json.loads(record.read_text()).get('finished'):
+            continue
+        rows = summary_rows(folder / 'summary.csv')
+        selected = json.loads(record.read_text())['selected_epoch']
+        val = [float(r['eval_top1']) for r in rows]
+        seconds = list(epoch_seconds(folder / 'train.log').values())
+        grid[match.group(1)][int(match.group(2))] = {
+            'test_top1': json.loads((folder / 'test.json').read_text())['top1'],
+            'val_top1': val[selected], 'selected_epoch': selected, 'val_curve': val,
+            'epochs_to': {t: next((i + 1 for i, v in enumerate(val) if v >= t), None) for t in THRESHOLDS},
+            'train_loss_end': float(rows[-1]['train_loss']),
+            'seconds_per_epoch': statistics.median(seconds) if seconds else None,
+        }
+    return grid
 
 
-def _spread(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return '-'
+def read_sweep(runs: Path):
+    """{(model, multiplier): run} for the finished learning-rate runs."""
+    sweep = {}
+    for folder in sorted(runs.iterdir()):
+        match = SWEEP_RUN.match(folder.name)
+        record = folder / 'run.json'
+        if not match or not record.is_file() or not json.loads(record.read_text()).get('finished'):
+            continue
+        row = summary_rows(folder / 'summary.csv')[-1]
+        loss, val = float(row['train_loss']), float(row['eval_top1'])
+        sweep[(f'{match.group(1)}_{match.group(2)}', int(match.group(3)))] = {
+            'train_loss': loss, 'eval_loss': float(row['eval_loss']), 'val_top1': val,
+            # diverged: the loss is not finite or exploded past chance (ln 10 = 2.30), or the model is at chance
+            'diverged': not math.isfinite(loss) or loss > 2 * math.log(10) or val <= 11.0,
+        }
+    return sweep
+
+
+def _mean_std(values):
     if len(values) == 1:
         return f'{values[0]:.2f}'
     return f'{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}'
 
 
-def _epochs_to(rows, threshold):
-    """1-based epoch count at which the per-epoch evaluation first reached `threshold`, or None."""
-    return next((i + 1 for i, r in enumerate(rows) if float(r['eval_top1']) >= threshold), None)
-
-
-def table(runs) -> str:
-    by_model = defaultdict(list)
-    for run in runs:
-        by_model[run[0]].append(run)
-    lines = ['| model | runs | epochs | test top-1 (validate.py) | best per-epoch eval top-1 | '
-             + ' | '.join(f'epochs to {t:g}%' for t in THRESHOLDS) + ' | train time |',
-             '|---|---|---|---|---|' + '---|' * len(THRESHOLDS) + '---|']
-    for model, group in by_model.items():
-        reached = []
-        for t in THRESHOLDS:
-            hits = [_epochs_to(rows, t) for _, _, rows, _, _ in group]
-            reached.append(', '.join('not reached' if h is None else str(h) for h in hits))
-        times = [s for *_, s in group if s is not None]
-        lines.append(f'| {model} | {len(group)} | {", ".join(str(len(rows)) for _, _, rows, _, _ in group)} | '
-                     f'{_spread([top1 for *_, top1, _ in group])} | '
-                     f'{_spread([max(float(r["eval_top1"]) for r in rows) for _, _, rows, _, _ in group])} | '
-                     + ' | '.join(reached) + ' | '
-                     + (', '.join(f'{s / 60:.0f} min' for s in times) or '-') + ' |')
+def grid_tables(grid) -> str:
+    lines = ['| scheme | seeds | test top-1 (mean +- std) | test top-1 per seed | validation top-1 (selected epoch) | '
+             'epochs to 90% / 92% val | train loss, last epoch | s / epoch |',
+             '|---|---|---|---|---|---|---|---|']
+    for scheme in SCHEMES:
+        runs = grid.get(scheme, {})
+        if not runs:
+            lines.append(f'| {scheme} | 0 | not run yet | | | | | |')
+            continue
+        seeds = sorted(runs)
+        per_seed = ', '.join(f's{s}: {runs[s]["test_top1"]:.2f}' for s in seeds)
+        val = ', '.join(f'{runs[s]["val_top1"]:.2f} ({runs[s]["selected_epoch"] + 1})' for s in seeds)
+        reach = ', '.join('/'.join(str(runs[s]['epochs_to'][t] or '-') for t in THRESHOLDS) for s in seeds)
+        loss = _mean_std([runs[s]['train_loss_end'] for s in seeds])
+        secs = [runs[s]['seconds_per_epoch'] for s in seeds if runs[s]['seconds_per_epoch']]
+        lines.append(f'| {scheme} | {len(seeds)} | {_mean_std([runs[s]["test_top1"] for s in seeds])} | {per_seed} | '
+                     f'{val} | {reach} | {loss} | {statistics.median(secs):.0f} |')
+    lines += ['', '| scheme - euler (same seed) | pairs | per seed | mean +- std | larger than the seed spread? |',
+              '|---|---|---|---|---|']
+    euler = grid.get('euler', {})
+    for scheme in SCHEMES[1:]:
+        runs = grid.get(scheme, {})
+        pairs = sorted(set(runs) & set(euler))
+        if not pairs:
+            lines.append(f'| {scheme} | 0 | | | |')
+            continue
+        diffs = [runs[s]['test_top1'] - euler[s]['test_top1'] for s in pairs]
+        verdict = '-'
+        if len(runs) > 1 and len(euler) > 1:
+            # the seed-to-seed spread: the larger test top-1 std over seeds of the two schemes
+            spread = max(statistics.stdev([r['test_top1'] for r in group.values()]) for group in (runs, euler))
+            mean = abs(statistics.mean(diffs))
+            verdict = f'{"yes" if mean > spread else "no"} (|mean| {mean:.2f} vs seed std {spread:.2f})'
+        per_seed = ', '.join(f's{s}: {d:+.2f}' for s, d in zip(pairs, diffs))
+        lines.append(f'| {scheme} | {len(pairs)} | {per_seed} | {_mean_std(diffs)} | {verdict} |')
     return '\n'.join(lines)
 
 
-def plot(runs, path: Path, title: str) -> None:
+def sweep_table(sweep) -> str:
+    lines = ['| model | ' + ' | '.join(f'lr x{m} ({0.1 * m:g})' for m in LR_MULTIPLIERS) + ' |',
+             '|---|' + '---|' * len(LR_MULTIPLIERS)]
+    for model in ROBUSTNESS_MODELS:
+        cells = []
+        for m in LR_MULTIPLIERS:
+            run = sweep.get((model, m))
+            if run is None:
+                cells.append('not run yet')
+            else:
+                state = 'diverged, ' if run['diverged'] else ''
+                cells.append(f'{state}val {run["val_top1"]:.2f}%, train loss {run["train_loss"]:.3g}')
+        lines.append(f'| {model} (width 16) | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def plot_curves(grid, path: Path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
-    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
-    for model, run, rows, _, _ in runs:
-        epochs = [int(r['epoch']) + 1 for r in rows]
-        ax.plot(epochs, [float(r['eval_top1']) for r in rows], marker='o', label=run)
-    for t in THRESHOLDS:
-        ax.axhline(t, color='grey', linewidth=0.6, linestyle=':')
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    for scheme in SCHEMES:
+        curves = [r['val_curve'] for r in grid.get(scheme, {}).values()]
+        if not curves:
+            continue
+        epochs = range(1, min(map(len, curves)) + 1)
+        columns = list(zip(*(c[:len(epochs)] for c in curves)))
+        mean = [statistics.mean(c) for c in columns]
+        line, = ax.plot(epochs, mean, marker='o', ms=3, label=f'{scheme} ({len(curves)} seed{"s" if len(curves) > 1 else ""})')
+        if len(curves) > 1:
+            ax.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], color=line.get_color(), alpha=0.2)
     ax.set_xlabel('epoch')
-    ax.set_ylabel('top-1 after the epoch (%, 10k test split)')
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
+    ax.set_ylabel('validation top-1 (%), 5,000 held-out images')
+    ax.set_title('Fashion-MNIST, depth 58, width 16: mean over seeds, band = min..max', fontsize=10)
+    ax.set_ylim(bottom=80)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc='lower right')
+    fig.tight_layout()
+    fig.savefig(path)
     plt.close(fig)
 
 
-def main():
+def plot_sweep(sweep, path: Path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    for model in ROBUSTNESS_MODELS:
+        points = [(m, sweep[(model, m)]) for m in LR_MULTIPLIERS if (model, m) in sweep]
+        if not points:
+            continue
+        line, = ax.plot([m for m, _ in points], [r['val_top1'] for _, r in points], marker='o', label=model)
+        diverged = [(m, r['val_top1']) for m, r in points if r['diverged']]
+        if diverged:
+            ax.scatter(*zip(*diverged), marker='x', s=80, color=line.get_color(), zorder=3)
+    ax.set_xscale('log', base=2)
+    ax.set_xticks(LR_MULTIPLIERS, [f'x{m}\n({0.1 * m:g})' for m in LR_MULTIPLIERS])
+    ax.set_xlabel('learning rate (multiple of the recipe\'s 0.1)')
+    ax.set_ylabel('validation top-1 (%) after 1 epoch')
+    ax.set_title('Width 16, 1 epoch at a constant learning rate; x = diverged', fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('folder', type=Path)
-    parser.add_argument('--plot', type=Path, help='write the per-epoch top-1 of every run as a PNG')
-    parser.add_argument('--title', default='Fashion-MNIST, timm train.py, configs/fashion_mnist')
-    args = parser.parse_args()
-    runs = read_runs(args.folder)
-    if not runs:
-        raise SystemExit(f'results.py: no <run>/summary.csv under {args.folder}')
-    print(table(runs))
-    if args.plot:
-        plot(runs, args.plot, args.title)
-        print(f'\nwrote {args.plot}')
+    parser.add_argument('--runs', type=Path, default=HERE / 'runs')
+    parser.add_argument('--write', action='store_true', help="rewrite RESULTS.md's generated part, results.json, plots")
+    args = parser.parse_args(argv)
+    grid, sweep = read_grid(args.runs), read_sweep(args.runs)
+    missing = [f'horesnet58w16_{s}-s{seed}' for seed in SEEDS for s in SCHEMES if seed not in grid.get(s, {})]
+    text = '\n\n'.join([
+        grid_tables(grid),
+        sweep_table(sweep),
+        f'Finished: {sum(map(len, grid.values()))} of {len(SEEDS) * len(SCHEMES)} grid runs, '
+        f'{len(sweep)} of {len(ROBUSTNESS_MODELS) * len(LR_MULTIPLIERS)} learning-rate runs'
+        + (f'; still to run: {", ".join(missing)}' if missing else '') + '.',
+    ])
+    print(text)
+    if args.write:
+        results = HERE / 'RESULTS.md'
+        page = results.read_text(encoding='utf-8')
+        head, _, rest = page.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        results.write_text(f'{head}{BEGIN}\n{text}\n{END}{tail}', encoding='utf-8')
+        (HERE / 'results.json').write_text(json.dumps({
+            'grid': {s: {str(k): v for k, v in runs.items()} for s, runs in grid.items()},
+            'sweep': {f'{m}@x{k}': v for (m, k), v in sweep.items()}}, indent=1) + '\n')
+        if grid:
+            plot_curves(grid, HERE / 'val_top1.png')
+        if sweep:
+            plot_sweep(sweep, HERE / 'lr_sweep.png')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """The evidence runs as a resumable queue: timm's train.py on the held-out split, validate.py on the test split.
 
     python experiments/fashion_mnist/split.py DATA
-    nice -n 19 python experiments/fashion_mnist/queue.py --data DATA --work CKPTS --train-py <timm>/train.py \
+    nice -n 19 python experiments/fashion_mnist/run_queue.py --data DATA --work CKPTS --train-py <timm>/train.py \
         [--python VENV/bin/python] [--deadline 08:25] [--commit]
 
 Order: seed 0 of every scheme, then seed 1, then seed 2 (so that whatever has finished is a complete
