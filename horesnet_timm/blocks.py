@@ -17,24 +17,25 @@ from .schemes import Scheme
 __all__ = ['PreActBasic', 'Basic', 'Bottleneck', 'SUBNETS', 'SchemeBlock', 'MultistepBlock', 'Transition']
 
 
-def _conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, **dd) -> nn.Conv2d:
-    return nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, bias=False, **dd)
+def _conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, dilation: int = 1, **dd) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=dilation * (kernel_size // 2),
+                     dilation=dilation, bias=False, **dd)
 
 
 class PreActBasic(nn.Module):
     """BN-ReLU-Conv3x3-BN-ReLU-Conv3x3, the HO-ResNet authors' F."""
     convs = 2
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, act_layer=nn.ReLU, norm_layer=nn.BatchNorm2d,
-                 device=None, dtype=None):
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, dilation: int = 1, act_layer=nn.ReLU,
+                 norm_layer=nn.BatchNorm2d, device=None, dtype=None):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         self.bn1 = norm_layer(in_chs, **dd)
         self.act1 = act_layer(inplace=True)
-        self.conv1 = _conv(in_chs, out_chs, 3, stride, **dd)
+        self.conv1 = _conv(in_chs, out_chs, 3, stride, dilation, **dd)
         self.bn2 = norm_layer(out_chs, **dd)
         self.act2 = act_layer(inplace=True)
-        self.conv2 = _conv(out_chs, out_chs, 3, **dd)
+        self.conv2 = _conv(out_chs, out_chs, 3, dilation=dilation, **dd)
 
     def zero_init_last(self):
         nn.init.zeros_(self.conv2.weight)
@@ -47,14 +48,14 @@ class Basic(nn.Module):
     """Conv3x3-BN-ReLU-Conv3x3-BN, the residual function of ResNet-18/34."""
     convs = 2
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, act_layer=nn.ReLU, norm_layer=nn.BatchNorm2d,
-                 device=None, dtype=None):
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, dilation: int = 1, act_layer=nn.ReLU,
+                 norm_layer=nn.BatchNorm2d, device=None, dtype=None):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
-        self.conv1 = _conv(in_chs, out_chs, 3, stride, **dd)
+        self.conv1 = _conv(in_chs, out_chs, 3, stride, dilation, **dd)
         self.bn1 = norm_layer(out_chs, **dd)
         self.act1 = act_layer(inplace=True)
-        self.conv2 = _conv(out_chs, out_chs, 3, **dd)
+        self.conv2 = _conv(out_chs, out_chs, 3, dilation=dilation, **dd)
         self.bn2 = norm_layer(out_chs, **dd)
 
     def zero_init_last(self):
@@ -69,15 +70,15 @@ class Bottleneck(nn.Module):
     convs = 3
     expansion = 4
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, act_layer=nn.ReLU, norm_layer=nn.BatchNorm2d,
-                 device=None, dtype=None):
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, dilation: int = 1, act_layer=nn.ReLU,
+                 norm_layer=nn.BatchNorm2d, device=None, dtype=None):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         mid_chs = out_chs // self.expansion
         self.conv1 = _conv(in_chs, mid_chs, 1, **dd)
         self.bn1 = norm_layer(mid_chs, **dd)
         self.act1 = act_layer(inplace=True)
-        self.conv2 = _conv(mid_chs, mid_chs, 3, stride, **dd)
+        self.conv2 = _conv(mid_chs, mid_chs, 3, stride, dilation, **dd)
         self.bn2 = norm_layer(mid_chs, **dd)
         self.act2 = act_layer(inplace=True)
         self.conv3 = _conv(mid_chs, out_chs, 1, **dd)
@@ -95,12 +96,16 @@ class Bottleneck(nn.Module):
 SUBNETS = {'preact': PreActBasic, 'basic': Basic, 'bottleneck': Bottleneck}
 
 
-@register_notrace_function  # branches on the dtype: torch.fx records the call (fx wraps only names without a leading _)
+@register_notrace_function  # branches on the dtype: every torch.fx tracer records the call (below)
 def upcast_half(x: torch.Tensor) -> torch.Tensor:
     # Stage combinations run in fp32 under fp16/bf16: they sum stages with weights of both signs
     # (Verner-8's reach ~600); one rounding at the end instead of one per term cut the bf16 logit
     # error of horesnet58_rk8 / horesnet86_rk8 by ~40% (tests/test_models.py checks the bound).
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+# timm's tracer reads its own list; torch.fx.wrap serves every other one (torchvision's feature extractor)
+torch.fx.wrap('upcast_half')
 
 
 @torch.jit.unused

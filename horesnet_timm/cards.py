@@ -6,6 +6,7 @@ accuracy appears only from an evaluation record the caller passes (`EVAL_KEYS`).
 card says where the weights came from and that they were not evaluated.
 """
 import json
+import math
 import string
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -13,7 +14,7 @@ from typing import Any, Dict, Optional
 from .errors import HoresnetError
 from .fileio import regular_file
 
-__all__ = ['CardError', 'EVAL_KEYS', 'load_eval_record', 'tableau', 'render_card']
+__all__ = ['CardError', 'EVAL_KEYS', 'load_eval_record', 'published_record', 'tableau', 'render_card']
 
 # an evaluation record: what was measured, on what, and how to reproduce it
 EVAL_KEYS = ('dataset', 'split', 'top1', 'epochs', 'seed', 'command')
@@ -45,7 +46,24 @@ def load_eval_record(path: str) -> Dict[str, Any]:
     if missing:
         raise CardError(f"evaluation record '{path}' lacks {', '.join(missing)}; a card reports a metric only "
                          f"with the dataset, split, epochs, seed and command that produced it")
+    is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    for key in ('top1', 'top5'):
+        if key in record and not (is_number(record[key]) and 0 <= record[key] <= 100):
+            raise CardError(f"evaluation record '{path}': {key} {record[key]!r} is not a percentage (a number "
+                            f"from 0 to 100)")
+    for key, least in (('epochs', 1), ('seed', 0)):
+        if not (isinstance(record[key], int) and not isinstance(record[key], bool) and record[key] >= least):
+            raise CardError(f"evaluation record '{path}': {key} {record[key]!r} is not an integer >= {least}")
     return record
+
+
+def published_record(loaded) -> Optional[Dict[str, Any]]:
+    """The evaluation record of a shipped pretrained tag (its eval.json), when `loaded` holds one's weights."""
+    from .models.cifar import WEIGHTS
+    weights = loaded.model.pretrained_cfg.get('file') if loaded.trained else None
+    if not weights or Path(weights).parent.parent != WEIGHTS or not (Path(weights).parent / 'eval.json').is_file():
+        return None
+    return load_eval_record(str(Path(weights).parent / 'eval.json'))
 
 
 def tableau(scheme) -> str:
@@ -86,6 +104,25 @@ def _summary(model, model_args: Dict[str, Any]) -> str:
                 f"`horesnet-timm` package.")
     return (f"An {kind} image classifier ({model.num_classes} classes): residual sub-networks stacked by the "
             f"`{model.scheme}` scheme, for timm with the `horesnet-timm` package.")
+
+
+def _front_matter(model, repo_id: str, datasets: list, eval_record: Optional[Dict[str, Any]]) -> str:
+    """The card's YAML metadata, as huggingface_hub writes it (a model-index only from an evaluation record)."""
+    from huggingface_hub import EvalResult, ModelCardData
+    results = []
+    if eval_record:
+        dataset, split = str(eval_record['dataset']), str(eval_record['split']).split()[0]
+        for key, name in (('top1', 'Top-1 accuracy'), ('top5', 'Top-5 accuracy')):
+            if eval_record.get(key) is not None:
+                results.append(EvalResult(task_type='image-classification', dataset_type=dataset, dataset_name=dataset,
+                                          dataset_split=split, metric_type='accuracy', metric_name=name,
+                                          metric_value=eval_record[key]))
+    data = ModelCardData(
+        library_name='timm', license=model.pretrained_cfg.get('license', 'apache-2.0'),
+        pipeline_tag='image-classification', tags=['image-classification', 'timm', 'transformers'],
+        datasets=datasets or None, model_name=repo_id.split('/')[-1] if results else None,
+        eval_results=results or None)
+    return data.to_yaml() + '\n'
 
 
 def render_card(
@@ -132,8 +169,7 @@ def render_card(
     else:
         onnx_usage = 'This repository has no `model.onnx`; only the safetensors weights are published.'
     values = dict(
-        license=model.pretrained_cfg.get('license', 'apache-2.0'),
-        datasets='datasets:\n' + ''.join(f'- {d}\n' for d in datasets) if datasets else '',
+        front_matter=_front_matter(model, repo_id, datasets, eval_record),
         repo_name=repo_id.split('/')[-1], repo_id=repo_id, architecture=name,
         depth=f", depth {stats['depth']}" if stats.get('depth') else '', summary=_summary(model, model_args),
         model_args=' (' + ', '.join(f'{k}={v!r}' for k, v in model_args.items()) + ')' if model_args else '',
@@ -164,6 +200,7 @@ def run(args) -> int:
         output_directory(args.output)  # before the work
     record = load_eval_record(args.eval_json) if args.eval_json else None
     loaded = load_from_args(args)
+    record = record or published_record(loaded)
     stats = measure(loaded.architecture, input_size=loaded.model.pretrained_cfg['input_size'], activations=True,
                     **loaded.model_args)
     text = render_card(loaded.model, stats, args.repo_id, loaded.provenance, record, args.dataset)

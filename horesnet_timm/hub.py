@@ -102,6 +102,18 @@ def check_folder(folder: Path, model, onnx_source: Optional[str] = None) -> floa
     return diff
 
 
+def _tidy_config(config: Path):
+    """config.json as every client reads it. transformers builds a timm model with model_args plus its own
+    num_classes, so a num_classes in both is a TypeError there (timm and our loader read the top-level one);
+    a registry tag's name and notes describe the registry entry, not the folder."""
+    cfg = json.loads(config.read_text(encoding='utf-8'))
+    if cfg.get('model_args', {}).pop('num_classes', cfg['num_classes']) != cfg['num_classes']:
+        raise HubError(f"{CONFIG} records two class counts; not publishing")
+    for key in ('tag', 'notes'):
+        cfg['pretrained_cfg'].pop(key, None)
+    config.write_text(json.dumps(cfg, indent=2), encoding='utf-8')
+
+
 def stage(loaded, folder: str, repo_id: Optional[str] = None, eval_record: Optional[Dict] = None,
           datasets: Sequence[str] = (), onnx: Optional[str] = None) -> Path:
     """Write and check the Hub folder for `loaded` (a loading.Loaded). It appears at `folder` complete, or
@@ -114,10 +126,13 @@ def stage(loaded, folder: str, repo_id: Optional[str] = None, eval_record: Optio
     model = loaded.model
     stats = measure(loaded.architecture, input_size=model.pretrained_cfg['input_size'], activations=True,
                     **loaded.model_args)
+    model_config = {'pretrained_cfg': {'hf_hub_id': repo_id}} if repo_id else {}
+    if model.pretrained_cfg.get('label_names'):
+        model_config['label_names'] = list(model.pretrained_cfg['label_names'])  # where transformers reads them
     with atomic_output(folder, directory=True) as work:
         save_for_hf(model, work, safe_serialization=True, model_args=loaded.model_args,
-                    data_config=loaded.data_config or None,
-                    model_config={'pretrained_cfg': {'hf_hub_id': repo_id}} if repo_id else None)
+                    data_config=loaded.data_config or None, model_config=model_config or None)
+        _tidy_config(work / CONFIG)
         onnx_input = _add_onnx(onnx, work) if onnx is not None else None
         card = render_card(model, stats, repo_id, loaded.provenance, eval_record, list(datasets), onnx_input)
         (work / CARD).write_text(card, encoding='utf-8')
@@ -197,6 +212,10 @@ def add_arguments(parser) -> None:
     group.add_argument('--private', action='store_true', help='create the repository as private')
     group.add_argument('--revision', help='branch to commit to (created if missing; default: main)')
     group.add_argument('--commit-message', help='commit message')
+    group.add_argument('--keep-grey', action='store_true',
+                       help='publish 1-channel weights as they are; by default they are published for RGB images '
+                            '(each channel reads a third of the grey weights: identical outputs on grey pictures), '
+                            'since clients such as the transformers pipeline convert every image to RGB')
     group.add_argument('--dry-run', action='store_true', help='stage and check only; no network')
     group.add_argument('--output-dir', help='with --dry-run: write the staged folder here (default: a temporary '
                                             'folder, removed afterwards)')
@@ -224,9 +243,9 @@ def run(args) -> int:
         return publish_shipped(args)
     from huggingface_hub import get_token
     from huggingface_hub.utils import validate_repo_id
-    from .cards import load_eval_record
+    from .cards import load_eval_record, published_record
     from .errors import UsageError
-    from .loading import load_from_args
+    from .loading import load_from_args, rgb_equivalent
     try:
         validate_repo_id(args.repo_id)
     except ValueError as e:
@@ -242,6 +261,15 @@ def run(args) -> int:
     if not loaded.trained:
         raise HubError(f'{loaded.architecture} has random weights: publish trained ones (--checkpoint FILE, or a '
                        f'train.py checkpoint as MODEL)')
+    record = record or published_record(loaded)
+    if loaded.model.in_chans == 1 and not args.keep_grey:
+        if args.onnx:
+            raise UsageError('--onnx with grey weights: they are published for RGB images, which an ONNX file '
+                             'exported for 1 channel does not take; export it from the staged folder, or pass '
+                             '--keep-grey')
+        loaded = rgb_equivalent(loaded)
+        print('grey weights published for RGB images (identical outputs on grey pictures; --keep-grey to publish '
+              'them for 1 channel)')
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.output_dir) if args.output_dir else Path(tmp) / args.repo_id.split('/')[-1]
         stage(loaded, folder, args.repo_id, record, args.dataset, args.onnx)

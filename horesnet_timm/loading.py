@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .checkpoint import architecture_of
 from .errors import HoresnetError, UsageError
 
-__all__ = ['Loaded', 'LoadError', 'load_model', 'architecture_of', 'refuse_conflicts', 'explain_hub_error',
+__all__ = ['Loaded', 'LoadError', 'load_model', 'rgb_equivalent', 'architecture_of', 'refuse_conflicts', 'explain_hub_error',
            'add_model_arguments', 'load_from_args', 'dataset_label_names']
 
 HUB_PREFIXES = ('hf-hub:', 'local-dir:')
@@ -266,6 +266,34 @@ def load_model(
         model_args={k: v for k, v in build_args.items() if k not in ('device', 'dtype')},
         data_config=data_config, trained=checkpoint is not None or pretrained or _is_hub(source),
         provenance=_provenance(source, checkpoint, meta, pretrained, use_ema, model), record=meta)
+
+
+def rgb_equivalent(loaded: Loaded) -> Loaded:
+    """A grey (1-channel) model made to take RGB images: its first convolution reads the three channels with
+    a third of the grey weights each, and mean/std repeat, so an RGB picture of a grey image (R = G = B)
+    gives the grey model's outputs, and a colour image is read as the mean of its channels."""
+    import dataclasses
+    import timm
+    model = loaded.model
+    cfg = model.pretrained_cfg
+    if model.in_chans != 1:
+        return loaded
+    first_conv = cfg.get('first_conv')
+    state = model.state_dict()
+    if not isinstance(first_conv, str) or first_conv + '.weight' not in state:
+        raise LoadError(f"{loaded.architecture} names no first convolution (pretrained_cfg first_conv "
+                        f"{first_conv!r}): cannot make its grey weights read RGB images")
+    model_args = {**loaded.model_args, 'in_chans': 3}
+    rgb = timm.create_model(cfg['architecture'], **model_args).eval()
+    state[first_conv + '.weight'] = state[first_conv + '.weight'].repeat(1, 3, 1, 1) / 3
+    rgb.load_state_dict(state)
+    data_config = dict(loaded.data_config, input_size=(3, *loaded.data_config['input_size'][1:]),
+                       mean=tuple(loaded.data_config['mean']) * 3, std=tuple(loaded.data_config['std']) * 3)
+    rgb.pretrained_cfg = rgb.default_cfg = dict(cfg, **data_config)
+    return dataclasses.replace(
+        loaded, model=rgb, model_args=model_args, data_config=data_config,
+        provenance=loaded.provenance + '; trained on grey images, its first convolution made to read RGB ones '
+                                       '(R = G = B gives the grey model\'s outputs)')
 
 
 def explain_hub_error(e: BaseException, repo_id: str, uploading: bool = True) -> Optional[str]:

@@ -7,7 +7,7 @@ import pytest
 import timm
 
 import horesnet_timm  # noqa: F401
-from horesnet_timm.cards import EVAL_KEYS, load_eval_record, render_card
+from horesnet_timm.cards import EVAL_KEYS, CardError, load_eval_record, render_card
 from horesnet_timm.cli import main
 from horesnet_timm.stats import measure
 
@@ -75,7 +75,7 @@ def test_metrics_from_an_evaluation_record(tmp_path):
     path = tmp_path / 'eval.json'
     path.write_text(json.dumps(RECORD))
     card = card_of('horesnet58_rk4', 'org/x', 'converted from `m.pth.tar`.', load_eval_record(path), ['CIFAR10'])
-    assert front_matter(card).endswith('datasets:\n- cifar10')
+    assert front_matter(card).startswith('datasets:\n- cifar10\n')
     assert '| Dataset | Split | Top-1 (%) | Top-5 (%) | Epochs | Seed |' in card
     assert '| cifar10 | test | 94.12 | 99.81 | 300 | 42 |' in card and RECORD['command'] in card
 
@@ -104,7 +104,7 @@ def test_card_command(tmp_path, capsys):
     out = tmp_path / 'README.md'
     assert main(['card', 'horesnet10_rk4', '--model-kwargs', 'scheme=gill4', '-o', str(out)]) == 0
     card = out.read_text()
-    assert card.startswith('---\ntags:\n') and "(scheme='gill4')" in card
+    assert 'pipeline_tag: image-classification\n' in front_matter(card) and "(scheme='gill4')" in card
     assert main(['card', 'horesnet10_rk4']) == 0
     assert capsys.readouterr().out.count('# Model card for horesnet10_rk4') == 1
     with pytest.raises(SystemExit) as e:  # a usage error: argparse's status 2
@@ -125,3 +125,12 @@ def test_card_output_errors_leave_nothing(tmp_path, capsys, monkeypatch):
     assert main(['card', 'horesnet10_rk4', '-o', str(tmp_path / 'README.md')]) == 1
     assert 'no space left on the device' in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # neither the card nor its temporary twin
+
+
+@pytest.mark.parametrize('change', [{'top1': float('nan')}, {'top1': 150}, {'top1': 'abc'}, {'top5': -1},
+                                    {'epochs': -3}, {'epochs': 2.5}, {'seed': True}])
+def test_impossible_evaluation_record_is_refused(tmp_path, change):
+    path = tmp_path / 'eval.json'
+    path.write_text(json.dumps({**RECORD, **change}))
+    with pytest.raises(CardError, match=next(iter(change))):
+        load_eval_record(path)

@@ -26,6 +26,7 @@ TABLE3_MODELS = [
     'horesnet86_euler', 'horesnet86_midpoint', 'horesnet86_rk8', 'horesnet86_rk8_adaptive',
 ]
 IMAGENET_MODELS = [f'horesnet{d}i_{s}' for d in (32, 50) for s in ('euler', 'midpoint', 'rk4', 'lm')]
+WIDTH16_MODELS = [f'horesnet58w16_{s}' for s in ('euler', 'midpoint', 'rk4', 'rk8', 'lm')]
 
 
 def num_params(model) -> int:
@@ -37,11 +38,19 @@ def meta_model(name, **kwargs):
 
 
 def test_registry_lists_the_whole_family():
-    expected = set(TABLE3_MODELS) | {'horesnet58_lm', 'horesnet86_lm'} | set(IMAGENET_MODELS)
+    expected = set(TABLE3_MODELS) | {'horesnet58_lm', 'horesnet86_lm'} | set(IMAGENET_MODELS) | set(WIDTH16_MODELS)
     assert set(ALL_MODELS) == expected
     # pretrained tags are exactly the weights that ship in the package (tests/test_published.py)
     from horesnet_timm.models.cifar import WEIGHTS
     assert timm.list_models('horesnet*', pretrained=True) == sorted(p.parent.name for p in WEIGHTS.glob('*/config.json'))
+
+
+@pytest.mark.parametrize('name', WIDTH16_MODELS)
+def test_width16_names_are_the_depth58_models_at_width_16(name):
+    from horesnet_timm.checkpoint import architecture_of
+    base = name.replace('w16', '')
+    assert architecture_of(meta_model(name)) == architecture_of(meta_model(base, stem_width=16, channels=(16,)))
+    assert meta_model(name).depth == 58 and meta_model(name).stem.conv.out_channels == 16
 
 
 @pytest.mark.parametrize('name', TABLE3_MODELS)

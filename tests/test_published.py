@@ -34,13 +34,15 @@ def test_every_shipped_folder_is_a_registered_tag():
 def test_tag_loads_as_trained(name):
     model = timm.create_model(name, pretrained=True).eval()
     cfg = model.pretrained_cfg
-    assert model.in_chans == 1 and tuple(cfg['input_size']) == (1, 28, 28) and list(cfg['label_names']) == LABELS
+    # published for RGB images (pipelines convert every image to RGB), trained on grey ones
+    assert model.in_chans == 3 and tuple(cfg['input_size']) == (3, 28, 28) and list(cfg['label_names']) == LABELS
+    assert tuple(cfg['mean']) == (0.286,) * 3 and tuple(cfg['std']) == (0.353,) * 3
     assert cfg['hf_hub_id'] == f'horesnet-timm/{name}' and cfg['license'] == 'apache-2.0'
     record = json.loads((WEIGHTS / name / 'eval.json').read_text())
     assert f"top-1 {record['top1']}%" in cfg['notes'][0]
     assert f"| {record['top1']} |" in (WEIGHTS / name / 'README.md').read_text()  # the card's metric is the record's
     folder = timm.create_model(f'local-dir:{WEIGHTS / name}', pretrained=True).eval()
-    x = torch.randn(2, 1, 28, 28)
+    x = torch.randn(2, 3, 28, 28)
     with torch.no_grad():
         assert torch.equal(model(x), folder(x))
 

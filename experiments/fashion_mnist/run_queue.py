@@ -125,7 +125,7 @@ def run_one(args, name, model, depth, epochs, extra, evaluate, env) -> bool:
         print(f'{name}: training epochs {done}..{epochs - 1}' + (' (resumed)' if '--resume' in cmd else ''), flush=True)
         start = time.time()
         invocation = {'command': cmd, 'started': datetime.datetime.fromtimestamp(start).isoformat(timespec='seconds'),
-                      'package': args.package, 'seconds': None, 'exit': None}  # stays None if stopped
+                      'package': args.package, 'threads': args.threads, 'seconds': None, 'exit': None}  # None: stopped
         record['invocations'].append(invocation)
         record_path.write_text(json.dumps(record, indent=1) + '\n')
         rc = log_lines(cmd, out / 'train.log', env)

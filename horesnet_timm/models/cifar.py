@@ -56,11 +56,11 @@ def _published() -> Dict[str, Dict[str, Any]]:
     for config in sorted(WEIGHTS.glob('*/config.json')):
         cfg = json.loads(config.read_text(encoding='utf-8'))['pretrained_cfg']
         record = json.loads((config.parent / 'eval.json').read_text(encoding='utf-8'))
-        cfgs[config.parent.name] = _cfg(
-            **{k: v for k, v in cfg.items() if k in fields and k != 'custom_load'},
-            file=str(config.parent / 'model.safetensors'),
-            notes=(f"{record['dataset']} {record['split']}: top-1 {record['top1']}%, {record['epochs']} epochs, "
-                   f"seed {record['seed']}",))
+        cfgs[config.parent.name] = _cfg(**{
+            **{k: v for k, v in cfg.items() if k in fields and k not in ('custom_load', 'tag')},
+            'file': str(config.parent / 'model.safetensors'),
+            'notes': (f"{record['dataset']} {record['split']}: top-1 {record['top1']}%, {record['epochs']} epochs, "
+                      f"seed {record['seed']}",)})
     return cfgs
 
 

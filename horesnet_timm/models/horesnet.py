@@ -22,6 +22,7 @@ from timm.layers import (
     register_notrace_function)
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq
 from timm.models._features import feature_take_indices
+from timm.models._features_fx import FeatureGraphNet
 
 from ..blocks import SUBNETS, MultistepBlock, SchemeBlock, Transition
 from ..schemes import Scheme, get_scheme
@@ -158,7 +159,7 @@ def _check_layers(scheme: Scheme, layers: Tuple[int, ...], has_transition: List[
                          + ' or '.join(f'layers={fix} (depth {depth_of(fix)})' for fix in fixes) + '.')
 
 
-@register_notrace_function  # torch.fx records one call run on the real input (it wraps only names without a leading _)
+@register_notrace_function  # timm's FX tracer records one call, run on the real input
 def check_input(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     """`x` if it is an NCHW batch of `in_chans` channels, else a ValueError that names the likely cause."""
     if x.dim() == 4 and x.shape[1] == in_chans:
@@ -173,6 +174,11 @@ def check_input(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     else:
         cause = f'expected a 4-D NCHW batch, the input is {x.dim()}-D'
     raise ValueError(f'expected an NCHW batch with {in_chans} channels, got shape {list(x.shape)}; {cause}')
+
+
+# Every torch.fx tracer (torchvision's create_feature_extractor included, which knows no timm list)
+# records check_input as one call instead of tracing its shape tests.
+torch.fx.wrap('check_input')
 
 
 def _subnet_taps(num_subnets: int, per_block: int, **info) -> List[Dict]:
@@ -201,6 +207,8 @@ class HoResNet(nn.Module):
         scheme: a name from `horesnet_timm.list_schemes()` or a `Scheme`.
         subnet: 'preact' (BN-ReLU-Conv x2, the HO-ResNet authors'), 'basic' or 'bottleneck' (ResNet's).
         stem: 'cifar' (conv3x3, stride 1) or 'imagenet' (conv7x7 stride 2 + 3x3 max-pool).
+        output_stride: 32, 16 or 8 (ImageNet layout): the last stages dilate instead of striding, as timm's
+            ResNet, for dense prediction (DeepLab); the weights are the same.
         learn_step_size: one learnable step size h per block, initialised to 1 (the paper's 'adaptive').
         block_act: apply the activation after each block's final add (the authors' choice), else none.
         zero_init_last: zero the last layer of every sub-network, so each block starts as the identity.
@@ -219,6 +227,7 @@ class HoResNet(nn.Module):
             num_classes: int = 1000,
             in_chans: int = 3,
             global_pool: str = 'avg',
+            output_stride: int = 32,
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             zero_init_last: bool = False,
@@ -244,6 +253,9 @@ class HoResNet(nn.Module):
             raise ValueError(f'unknown subnet {subnet!r}; valid: {", ".join(SUBNETS)}')
         if stem not in ('cifar', 'imagenet'):
             raise ValueError(f"unknown stem {stem!r}; valid: 'cifar', 'imagenet'")
+        if output_stride not in (8, 16, 32) or (stem == 'cifar' and output_stride != 32):
+            raise ValueError(f'output_stride {output_stride!r}: the ImageNet layout takes 32, 16 or 8; the CIFAR '
+                             f'layout keeps one resolution (no stride to trade for dilation), so it takes none')
         if len(layers) != len(channels):
             raise ValueError(f'layers {layers} and channels {channels} must have one entry per stage')
         if learn_step_size and scheme.multistep:
@@ -286,20 +298,23 @@ class HoResNet(nn.Module):
         dpr = iter(calculate_drop_path_rates(drop_path_rate, num_units))
 
         block_act_layer = act_layer if block_act else None
-        make = lambda cin, cout, s=1: subnet_cls(cin, cout, s, act_layer=act_layer, norm_layer=norm_layer, **dd)
+        make = lambda cin, cout, s=1, d=1: subnet_cls(cin, cout, s, d, act_layer=act_layer, norm_layer=norm_layer, **dd)
         stages = []
+        dilation = 1
         for i, ((cin, cout, stride), count) in enumerate(zip(plan, layers)):
+            if reduction * stride > output_stride:  # past the output stride: dilate instead (timm's ResNet)
+                dilation, stride = dilation * stride, 1
             transition = None
             if has_transition[i]:
                 transition = Transition(
-                    make(cin, cout, stride), cin, cout, stride, drop_path=next(dpr),
+                    make(cin, cout, stride, dilation), cin, cout, stride, drop_path=next(dpr),
                     act_layer=block_act_layer, norm_layer=norm_layer, **dd)
             if scheme.multistep:
-                blocks = [MultistepBlock(make(cout, cout), first=j == 0, drop_path=next(dpr),
+                blocks = [MultistepBlock(make(cout, cout, 1, dilation), first=j == 0, drop_path=next(dpr),
                                          act_layer=block_act_layer, **dd) for j in range(count)]
                 stages.append(MultistepStage(transition, blocks))
             else:
-                blocks = [SchemeBlock(scheme, [make(cout, cout) for _ in range(scheme.stages)],
+                blocks = [SchemeBlock(scheme, [make(cout, cout, 1, dilation) for _ in range(scheme.stages)],
                                       learn_step_size=learn_step_size, drop_path=next(dpr),
                                       act_layer=block_act_layer, **dd) for _ in range(count // scheme.stages)]
                 stages.append(Stage(transition, blocks))
@@ -440,8 +455,18 @@ def create_horesnet(variant: str, pretrained: bool = False, **kwargs) -> HoResNe
     layers = kwargs.get('layers', ())
     staged = isinstance(layers, (tuple, list)) and len(layers) > 1
     out_indices = tuple(range(len(layers) + 1)) if staged else 3
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         HoResNet, variant, pretrained,
         feature_cfg=dict(feature_cls='getter', out_indices=out_indices),
         **kwargs,
     )
+    if isinstance(model, FeatureGraphNet):
+        # FX returns module outputs; a tap inside a block is a sub-network's input, which no module outputs
+        inner = [f['module'] for f in model.feature_info.get_dicts() if f.get('hook_type') == 'forward_pre']
+        if inner:
+            raise ValueError(
+                f"feature_cls='fx' cannot return the taps inside a multi-stage block "
+                f"({', '.join(inner)}: each is a sub-network's input, which no module outputs, and FX returns "
+                f"module outputs); use the default features_only extractor or feature_cls='hook', or out_indices "
+                f"at block boundaries")
+    return model

@@ -1,0 +1,164 @@
+"""The software timm users load models with, run for real on our models and folders: transformers
+(AutoModel, TimmWrapper, the image-classification pipeline), torchvision's FX feature extraction, timm's
+own FX feature extractor, and the Hub metadata of our cards."""
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import horesnet_timm  # noqa: F401
+from horesnet_timm.cli import main
+from horesnet_timm.models.cifar import WEIGHTS
+
+from conftest import load_subset, randomised, train_py_checkpoint
+
+transformers = pytest.importorskip('transformers')
+SHIPPED = sorted(p.parent for p in WEIGHTS.glob('*/config.json'))
+LABELS = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
+
+
+def close(a, b, tol=1e-5):
+    """Equal up to float rounding at the tensors' scale (traced and eager graphs sum in other orders)."""
+    return a.shape == b.shape and (a - b).abs().max().item() <= tol * max(1.0, a.abs().max().item())
+
+
+def grey_batch(images, model):
+    """uint8 grey images as the model's pretrained_cfg says to feed them (R = G = B for 3 channels)."""
+    cfg = model.pretrained_cfg
+    x = torch.from_numpy(np.ascontiguousarray(images)).float()[:, None].expand(-1, cfg['input_size'][0], -1, -1)
+    return (x / 255 - torch.tensor(cfg['mean'])[:, None, None]) / torch.tensor(cfg['std'])[:, None, None]
+
+
+def check_transformers_loads(folder, images, labels):
+    """AutoModel and the pipeline load `folder` unchanged, with its class names, and agree with timm."""
+    from PIL import Image
+    from transformers import AutoModelForImageClassification, TimmWrapperModel, pipeline
+    reference = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    model = AutoModelForImageClassification.from_pretrained(str(folder)).eval()
+    assert [model.config.id2label[i] for i in range(len(labels))] == labels
+    x = grey_batch(images, reference)
+    with torch.no_grad():
+        want = reference(x)
+        assert torch.allclose(model(pixel_values=x).logits, want, atol=1e-5)
+        features = TimmWrapperModel.from_pretrained(str(folder)).eval()(pixel_values=x).pooler_output
+        assert torch.allclose(features, reference.forward_head(reference.forward_features(x), pre_logits=True),
+                              atol=1e-5)
+    classify = pipeline('image-classification', model=str(folder))
+    got = [classify(Image.fromarray(image))[0]['label'] for image in images]  # grey PIL images, converted to RGB
+    assert got == [labels[i] for i in want.argmax(1).tolist()]
+
+
+@pytest.mark.parametrize('folder', SHIPPED, ids=lambda p: p.name)
+def test_transformers_loads_every_shipped_folder(folder):
+    images, _ = load_subset()
+    check_transformers_loads(folder, images[:24], LABELS)
+
+
+def test_transformers_loads_a_freshly_staged_grey_checkpoint(tmp_path, capsys):
+    """A train.py checkpoint of a 1-channel Fashion-MNIST model, staged by `hub push`: published for RGB
+    images, with the dataset's class names at config.json's top level, where transformers reads them."""
+    model = randomised(timm.create_model('horesnet10_midpoint', in_chans=1, num_classes=10))
+    checkpoint = train_py_checkpoint(tmp_path / 'ckpt.pth.tar', model, 'horesnet10_midpoint', dataset='torch/fashion_mnist',
+                                     input_size=[1, 28, 28], mean=[0.286], std=[0.353], num_classes=10)
+    folder = tmp_path / 'staged'
+    assert main(['hub', 'push', checkpoint, '--repo-id', 'org/m', '--dry-run', '--output-dir', str(folder)]) == 0
+    assert 'published for RGB images' in capsys.readouterr().out
+    config = json.loads((folder / 'config.json').read_text())
+    assert config['label_names'] == LABELS and 'num_classes' not in config['model_args']
+    assert config['model_args']['in_chans'] == 3 and config['pretrained_cfg']['mean'] == [0.286] * 3
+    images, _ = load_subset()
+    check_transformers_loads(folder, images[:16], LABELS)
+    # the RGB weights compute what the grey checkpoint computes on grey images
+    rgb = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    with torch.no_grad():
+        x = grey_batch(images[:64], rgb)
+        assert torch.allclose(rgb(x), model.eval()(x[:, :1]), atol=1e-5)
+
+
+def test_keep_grey_publishes_one_channel(tmp_path):
+    model = randomised(timm.create_model('horesnet10_euler', in_chans=1, num_classes=10))
+    checkpoint = train_py_checkpoint(tmp_path / 'ckpt.pth.tar', model, 'horesnet10_euler', dataset='torch/fashion_mnist',
+                                     input_size=[1, 28, 28], mean=[0.286], std=[0.353], num_classes=10)
+    folder = tmp_path / 'staged'
+    assert main(['hub', 'push', checkpoint, '--repo-id', 'org/m', '--dry-run', '--keep-grey',
+                 '--output-dir', str(folder)]) == 0
+    assert timm.create_model(f'local-dir:{folder}', pretrained=True).in_chans == 1
+
+
+@pytest.mark.parametrize('name, size', [('horesnet10_rk4', 32), ('horesnet32i_rk4', 64), ('horesnet58_lm', 32)])
+def test_torchvision_feature_extraction(name, size):
+    """torchvision's tracer knows none of timm's no-trace lists: the model must trace as it is."""
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+    model = randomised(timm.create_model(name))
+    _, nodes = get_graph_node_names(model)
+    assert nodes[-1] == 'fc'
+    features = nodes[nodes.index('global_pool.pool') - 1]  # the trunk's last node
+    extractor = create_feature_extractor(model, {'stem.act': 'stem', features: 'features', 'fc': 'logits'})
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        out = extractor(x)
+        assert close(out['logits'], model(x)) and close(out['features'], model.forward_features(x))
+        assert close(out['stem'], model.stem(x))
+    with pytest.raises(ValueError, match='the input has 1'):  # the input check still runs in the traced graph
+        extractor(torch.randn(2, 1, size, size))
+
+
+@pytest.mark.parametrize('name, kwargs', [('horesnet10_euler', {}), ('horesnet18_rk4', {'out_indices': (4, 8)}),
+                                          ('horesnet58_lm', {}), ('horesnet32i_midpoint', {})])
+def test_fx_feature_taps_equal_the_default_taps(name, kwargs):
+    torch.manual_seed(0)
+    default = timm.create_model(name, features_only=True, **kwargs).eval()
+    torch.manual_seed(0)
+    fx = timm.create_model(name, features_only=True, feature_cls='fx', **kwargs).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(default(x), fx(x), strict=True):
+            assert close(a, b)
+
+
+def test_fx_feature_taps_inside_a_block_are_refused():
+    # the default taps of horesnet10_rk4 are inputs of sub-networks inside its one RK4 block
+    with pytest.raises(ValueError, match="feature_cls='fx' cannot return the taps inside"):
+        timm.create_model('horesnet10_rk4', features_only=True, feature_cls='fx')
+
+
+@pytest.mark.parametrize('folder', SHIPPED, ids=lambda p: p.name)
+def test_shipped_card_metadata(folder):
+    from huggingface_hub import ModelCard
+    card = ModelCard((folder / 'README.md').read_text())
+    data = card.data.to_dict()
+    record = json.loads((folder / 'eval.json').read_text())
+    assert data['pipeline_tag'] == 'image-classification' and data['library_name'] == 'timm'
+    assert {'timm', 'transformers'} <= set(data['tags']) and data['datasets'] == [record['dataset']]
+    metrics = {m['name']: m['value'] for m in data['model-index'][0]['results'][0]['metrics']}
+    assert metrics == {'Top-1 accuracy': record['top1'], 'Top-5 accuracy': record['top5']}
+
+
+def test_card_of_a_pretrained_tag_keeps_its_record(capsys):
+    name = SHIPPED[0].name
+    assert main(['card', name, '--pretrained']) == 0
+    text = capsys.readouterr().out
+    record = json.loads((SHIPPED[0] / 'eval.json').read_text())
+    assert f"| {record['top1']} |" in text and record['dataset'] in text and 'model-index' in text
+
+
+@pytest.mark.parametrize('output_stride, reductions', [(8, [2, 4, 8, 8, 8]), (16, [2, 4, 8, 16, 16])])
+def test_output_stride_dilates_the_last_stages(output_stride, reductions):
+    base = randomised(timm.create_model('horesnet50i_rk4', features_only=True))
+    dense = timm.create_model('horesnet50i_rk4', features_only=True, output_stride=output_stride).eval()
+    dense.load_state_dict(base.state_dict())  # the same weights
+    assert dense.feature_info.reduction() == reductions
+    with torch.no_grad():
+        assert [f.shape[-1] for f in dense(torch.randn(1, 3, 64, 64))] == [64 // r for r in reductions]
+    with pytest.raises(ValueError, match='CIFAR layout keeps one resolution'):
+        timm.create_model('horesnet10_rk4', output_stride=16)
+
+
+@pytest.mark.parametrize('architecture', ['DeepLabV3Plus', 'DeepLabV3', 'Unet', 'FPN'])
+def test_segmentation_models_pytorch(architecture):
+    smp = pytest.importorskip('segmentation_models_pytorch')
+    model = getattr(smp, architecture)('tu-horesnet32i_midpoint', encoder_weights=None, classes=3).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
