@@ -5,7 +5,8 @@ LM-ResNet step. Both take their sub-networks ready-made, so the same blocks serv
 layout (pre-activation F, as the HO-ResNet authors) and the ImageNet one (ResNet's F).
 """
 import functools
-from typing import Callable, Dict, Final, List, Optional, Sequence, Tuple
+import json
+from typing import Any, Callable, Dict, Final, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -14,7 +15,8 @@ from timm.layers import DropPath, register_notrace_function
 
 from .schemes import Scheme
 
-__all__ = ['PreActBasic', 'Basic', 'Bottleneck', 'SUBNETS', 'SchemeBlock', 'MultistepBlock', 'Transition']
+__all__ = ['PreActBasic', 'Basic', 'Bottleneck', 'SUBNETS', 'RecordsWiring', 'SchemeBlock', 'MultistepBlock',
+           'Transition']
 
 
 def _conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, dilation: int = 1, **dd) -> nn.Conv2d:
@@ -276,7 +278,57 @@ def live_maps(a, b) -> List[int]:
     return counts
 
 
-class SchemeBlock(nn.Module):
+class RecordsWiring:
+    """A block that carries in its state dict what its weights do not show: how it combines them.
+
+    Schemes with the same number of stages share every key and shape, so RK4 weights load without a
+    word into a Gill block, by any loader (timm's load_checkpoint, validate.py, transformers). With
+    the wiring in the state dict (`get_extra_state`, saved by torch.save and safetensors alike),
+    `load_state_dict` refuses weights of another wiring. Weights saved before it was recorded carry
+    none and load as before.
+    """
+
+    def wiring(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def _description(self) -> Dict[str, Any]:
+        acts = sorted({type(m).__name__ for m in self.subnets.modules()
+                       if not any(True for _ in m.children()) and not any(True for _ in m.parameters(recurse=False))})
+        return {**self.wiring(), 'block_act': type(self.act).__name__, 'subnet_acts': acts}
+
+    @torch.jit.unused
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor(list(json.dumps(self._description(), sort_keys=True).encode()), dtype=torch.uint8)
+
+    @torch.jit.unused
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        try:
+            saved = json.loads(bytes(state.tolist()).decode())
+        except (ValueError, TypeError, AttributeError) as e:
+            raise ValueError(f'the wiring record of a {type(self).__name__} in these weights is damaged ({e})') from e
+        mine = self._description()
+        same = lambda d: {k: v for k, v in d.items() if k != 'scheme'}  # names differ, tableaus decide
+        if same(saved) != same(mine):
+            differ = [k for k in sorted(set(saved) | set(mine)) if k != 'scheme' and saved.get(k) != mine.get(k)]
+            what = ', '.join('the tableau' if k in ('a', 'b') else f'{k} {saved.get(k)!r} vs {mine.get(k)!r}'
+                             for k in differ if k != 'b' or 'a' not in differ)
+            how = f'scheme={saved.get("scheme")!r}' if saved.get('scheme') != mine.get('scheme') else 'its arguments'
+            raise ValueError(
+                f"these weights were trained in a {saved.get('scheme')!r} block, this model's is {mine.get('scheme')!r} "
+                f"and wired otherwise ({what}): they would compute something else. Build the model with {how} as the "
+                f"weights were trained, or load them with horesnet_timm.loading.load_model, which reads the "
+                f"architecture a checkpoint records")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        key = prefix + '_extra_state'
+        if key not in state_dict and key in missing_keys:
+            missing_keys.remove(key)  # weights saved before the wiring was recorded
+
+
+class SchemeBlock(RecordsWiring, nn.Module):
     """One step of an explicit Runge-Kutta scheme over its own sub-networks F_1..F_s.
 
     The stage combinations follow a plan worked out once from the tableau (`stage_plan`): between
@@ -313,6 +365,7 @@ class SchemeBlock(nn.Module):
         if scheme.multistep:
             raise ValueError(f'scheme {scheme.name!r} is multistep: use MultistepBlock')
         self.subnets = nn.ModuleList(subnets)
+        self.scheme_name = scheme.name
         self.a, self.b = scheme.as_floats()
         self.reads = [list(r) for r in scheme.reads]
         self.plan = [[(kind, slot, list(srcs), list(coefs), into, list(release))
@@ -327,6 +380,9 @@ class SchemeBlock(nn.Module):
     def reset_parameters(self):
         if self.step_size is not None:
             nn.init.ones_(self.step_size)
+
+    def wiring(self) -> Dict[str, Any]:
+        return {'scheme': self.scheme_name, 'a': self.a, 'b': self.b}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x, [])[0]
@@ -447,7 +503,7 @@ class SchemeBlock(nn.Module):
         self.has_drop_path = False
 
 
-class MultistepBlock(nn.Module):
+class MultistepBlock(RecordsWiring, nn.Module):
     """LM-ResNet step u_{n+1} = (1 - k_n) u_n + k_n u_{n-1} + F_n(u_n), written x + k_n (prev - x) + F(x).
 
     The first block of a stage has no u_{n-1}; it is built with `first=True`, has no k_n (so no
@@ -475,6 +531,9 @@ class MultistepBlock(nn.Module):
     def reset_parameters(self):
         if self.k is not None:
             nn.init.uniform_(self.k, -0.1, 0.)  # as Lu et al. initialise k_n
+
+    def wiring(self) -> Dict[str, Any]:
+        return {'scheme': 'lm', 'multistep': True}
 
     def forward(self, x: torch.Tensor, prev: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         if no_backward() and not (self.training and self.has_drop_path):

@@ -155,10 +155,12 @@ def checkpoint_meta(path: str) -> Dict[str, Any]:
 def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str = 'checkpoint') -> None:
     """Raise CheckpointError naming every missing, unexpected and wrongly shaped tensor."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
+    # a block's wiring record (blocks.RecordsWiring) is optional, and load_state_dict compares it by content
+    record = lambda k: k.endswith('_extra_state')
+    missing = [k for k in expected if k not in state_dict and not record(k)]
+    unexpected = [k for k in state_dict if k not in expected and not record(k)]
     shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}'
-              for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+              for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape and not record(k)]
     if not (missing or unexpected or shapes):
         return
     name = getattr(model, 'pretrained_cfg', {}).get('architecture', type(model).__name__)

@@ -82,7 +82,13 @@ def check_folder(folder: Path, model, onnx_source: Optional[str] = None) -> floa
     """
     import timm
     import torch
-    loaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    try:
+        loaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    except (ValueError, RuntimeError) as e:  # the wiring record or timm's strict load: config.json builds another model
+        detail = ' '.join(str(e).split())  # one line: timm's load errors span several
+        detail = detail if len(detail) <= 300 else detail[:300] + ' ...'
+        raise HubError(f"staged folder '{folder}' does not load back as the model it holds ({detail}); "
+                       f"not publishing") from e
     want, got = model.state_dict(), loaded.state_dict()
     differ = [k for k in want if k not in got or not torch.equal(want[k], got[k])]
     if differ or got.keys() != want.keys():

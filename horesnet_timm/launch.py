@@ -62,6 +62,23 @@ def _recorded_flags(meta: Dict) -> Dict[str, List[str]]:
     return {k: v for k, v in flags.items() if v}
 
 
+def _floats(values: List[str]) -> Optional[List[float]]:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None  # not numbers: the script's own parser says so
+
+
+def _insert_after(argv: List[str], flag: str, items: List[str]) -> List[str]:
+    """`argv` with `items` added to the values of `flag` (given as `--flag a b` or `--flag=a`)."""
+    for i, token in enumerate(argv):
+        if token == flag:
+            return argv[:i + 1] + items + argv[i + 1:]
+        if token.startswith(flag + '='):
+            return argv[:i] + [flag, token[len(flag) + 1:]] + items + argv[i + 1:]
+    return argv + [flag, *items]
+
+
 def fill_from_checkpoint(script: str, argv: List[str]) -> List[str]:
     """`argv` plus the model and data flags of a train.py checkpoint given with --checkpoint."""
     import ast
@@ -91,14 +108,29 @@ def fill_from_checkpoint(script: str, argv: List[str]) -> List[str]:
             given[key] = value[0] if key == 'global_pool' else int(value[0])
     if given:
         refuse_conflicts(meta['arch'], meta['model_args'], given, f"'{checkpoint[0]}' was trained as")
-    added = []
-    for flag, values in _recorded_flags(meta).items():
-        names = (flag, '-m') if flag == '--model' else (flag,)
-        if _flag_values(argv, *names) is None and f"'{flag}'" in source:
+    recorded = _recorded_flags(meta)
+    for flag in ('--mean', '--std'):
+        value = _flag_values(argv, flag)
+        if value and flag in recorded and _floats(value) != _floats(recorded[flag]):
+            raise HoresnetError(f"'{checkpoint[0]}' was trained with {flag} {' '.join(recorded[flag])}; {flag} "
+                                f"{' '.join(value)} would feed the weights other inputs. Drop {flag}")
+    argv, added = list(argv), []
+    for flag, values in recorded.items():
+        names = {'--model': ('--model', '-m'), '--input-size': ('--input-size', '--img-size')}.get(flag, (flag,))
+        if f"'{flag}'" not in source:
+            continue
+        if flag == '--model-kwargs' and _flag_values(argv, flag) is not None:
+            # one --model-kwargs must hold them all (timm's parser keeps the last one given): the recorded
+            # keys the user left out join theirs
+            extra = [item for item in values if item.partition('=')[0] not in given]
+            argv = _insert_after(argv, flag, extra)
+            added += extra
+        elif _flag_values(argv, *names) is None:
+            argv += [flag, *values]
             added += [flag, *values]
     if added:
         print(f"horesnet run: from the train.py record in '{checkpoint[0]}': {' '.join(added)}", file=sys.stderr)
-    return argv + added
+    return argv
 
 
 def run(args) -> int:

@@ -1,7 +1,7 @@
 """Classify images with an exported ONNX file: top-k labels and probabilities, batched.
 
 Needs only onnxruntime, numpy and pillow. The preprocessing (input size, resize interpolation,
-crop_pct, mean/std) and the class labels are read from the file's metadata, written by
+crop_pct, crop mode, mean/std) and the class labels are read from the file's metadata, written by
 `horesnet export`. This module imports nothing from torch or from the rest of the package
 (whose `__init__` imports torch), so `export/predict.py` can load it by file path and run it
 where torch is not installed.
@@ -29,7 +29,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 __all__ = ['IMAGE_EXTENSIONS', 'PredictError', 'Predictor', 'list_images', 'check_image', 'load_image', 'preprocess',
-           'decode_metadata', 'quiet_on_broken_pipe', 'add_arguments', 'run', 'main']
+           'check_metadata', 'decode_metadata', 'quiet_on_broken_pipe', 'add_arguments', 'run', 'main']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 # metadata_props values that are JSON (lists, numbers); the others are plain strings
@@ -115,33 +115,80 @@ def load_image(path: str, channels: int = 3):
     return _read_image(path, 'RGB' if channels == 3 else 'L')
 
 
-def preprocess(image, cfg: Dict) -> np.ndarray:
-    """timm's eval transform in numpy: resize the short side to size / crop_pct, centre-crop, normalise.
+FILTERS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')  # timm's eval interpolations
+CROP_MODES = ('center', 'squash', 'border')
 
-    Same arithmetic as timm.data.create_transform(is_training=False) with crop_mode 'center' (both
-    resize with pillow), so the ONNX file sees what the PyTorch model saw.
-    """
+
+def _crop_or_pad(image, height: int, width: int, fill):
+    """torchvision's CenterCrop (fill 0) / timm's CenterCropOrPad: pad a side shorter than the crop, then crop."""
+    from PIL import Image
+    w, h = image.size
+    if width > w or height > h:
+        left, top = max(width - w, 0) // 2, max(height - h, 0) // 2
+        canvas = Image.new(image.mode, (w + max(width - w, 0), h + max(height - h, 0)), fill)
+        canvas.paste(image, (left, top))
+        image, (w, h) = canvas, canvas.size
+    top, left = int(round((h - height) / 2.0)), int(round((w - width) / 2.0))
+    return image.crop((left, top, left + width, top + height))
+
+
+def preprocess(image, cfg: Dict) -> np.ndarray:
+    """timm's eval transform (`timm.data.create_transform(is_training=False)`) in numpy, for each crop mode:
+    'center' resizes the short side to size / crop_pct (keeping the aspect ratio) and centre-crops; 'squash'
+    resizes both sides to size / crop_pct and centre-crops; 'border' fits the long side, pads with the mean
+    colour and centre-crops. Both resize with pillow, so the ONNX file sees what the PyTorch model saw."""
     from PIL import Image
     _, height, width = cfg['input_size']
-    filters = {'bilinear': Image.BILINEAR, 'bicubic': Image.BICUBIC, 'nearest': Image.NEAREST,
-               'lanczos': Image.LANCZOS, 'box': Image.BOX, 'hamming': Image.HAMMING}
-    resample = filters.get(cfg['interpolation'], Image.BILINEAR)
+    resample = getattr(Image.Resampling, cfg['interpolation'].upper())
     crop_pct = cfg['crop_pct'] or 0.875
-    if height == width:  # torchvision Resize(int): short side to the size, long side truncated
-        short = math.floor(height / crop_pct)
-        w, h = image.size
-        size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-    else:  # timm's ResizeKeepRatio: scale so that both sides cover the target
-        target = (math.floor(height / crop_pct), math.floor(width / crop_pct))
-        ratio = min(image.size[1] / target[0], image.size[0] / target[1])
-        size = (round(image.size[0] / ratio), round(image.size[1] / ratio))
-    image = image.resize(size, resample)
-    left, top = int(round((size[0] - width) / 2.0)), int(round((size[1] - height) / 2.0))
-    image = image.crop((left, top, left + width, top + height))
+    mode = cfg.get('crop_mode') or 'center'
+    scale = (math.floor(height / crop_pct), math.floor(width / crop_pct))
+    w, h = image.size
+    fill = 0
+    if mode == 'squash':
+        size = (scale[1], scale[0])
+    elif mode == 'center' and scale[0] == scale[1]:  # torchvision Resize(int): short side, long side truncated
+        size = (scale[0], int(scale[0] * h / w)) if w <= h else (int(scale[0] * w / h), scale[0])
+    else:  # timm's ResizeKeepRatio: the short side ('center') or the long side ('border') to its target
+        ratios = (h / scale[0], w / scale[1])
+        ratio = max(ratios) if mode == 'border' else min(ratios)
+        size = (round(w / ratio), round(h / ratio))
+        if mode == 'border':
+            fill = tuple(round(255 * m) for m in cfg['mean']) if image.mode == 'RGB' else round(255 * cfg['mean'][0])
+    image = _crop_or_pad(image.resize(size, resample), height, width, fill)
     x = np.asarray(image, dtype=np.float32) / 255.
     x = x[:, :, None] if x.ndim == 2 else x
     x = (x - np.asarray(cfg['mean'], np.float32)) / np.asarray(cfg['std'], np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def check_metadata(cfg: Dict, path: str, outputs: Optional[int] = None) -> None:
+    """Refuse metadata that does not describe a graph it came with: every value is used as it stands."""
+    def bad(what):
+        raise PredictError(f"ONNX file '{path}': its metadata {what}; re-export it with `horesnet export`")
+    size = cfg['input_size']
+    if not (isinstance(size, list) and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size)
+            and size[0] in (1, 3)):
+        bad(f'input_size {size!r} is not [1 or 3 channels, height, width]')
+    for key in ('mean', 'std'):
+        values = cfg[key]
+        if not (isinstance(values, list) and len(values) == size[0]
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):
+            bad(f'{key} {values!r} is not {size[0]} finite number(s), one per input channel')
+    if min(cfg['std']) <= 0:
+        bad(f"std {cfg['std']!r} is not positive")
+    crop_pct = cfg['crop_pct']
+    if crop_pct is not None and not (isinstance(crop_pct, (int, float)) and math.isfinite(crop_pct) and crop_pct > 0):
+        bad(f'crop_pct {crop_pct!r} is not a positive number')
+    if cfg['interpolation'] not in FILTERS:
+        bad(f"interpolation {cfg['interpolation']!r} is not one of {', '.join(FILTERS)}")
+    if (cfg.get('crop_mode') or 'center') not in CROP_MODES:
+        bad(f"crop_mode {cfg['crop_mode']!r} is not one of {', '.join(CROP_MODES)}")
+    labels = cfg.get('labels')
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(v, str) for v in labels)):
+        bad(f'labels {str(labels)[:40]!r} are not a list of names')
+    if labels is not None and outputs is not None and len(labels) != outputs:
+        bad(f'holds {len(labels)} labels for {outputs} outputs')
 
 
 def decode_metadata(raw: Dict[str, str]) -> Dict:
@@ -189,6 +236,9 @@ class Predictor:
         self.max_batch = batch if isinstance(batch, int) else None  # a static batch axis fixes the batch
         self.dtype = np.float16 if self.input.type == 'tensor(float16)' else np.float32  # fp16 exports take fp16
         self.labels = self.metadata.get('labels')
+        outputs = self.session.get_outputs()[0].shape[-1]
+        self.outputs = outputs if isinstance(outputs, int) else None
+        check_metadata(self.metadata, onnx_path, self.outputs)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         batch = batch.astype(self.dtype)
@@ -213,6 +263,10 @@ class Predictor:
         are decoded one batch at a time, each image downsampled as soon as it is decoded."""
         if topk < 1 or batch_size < 1:
             raise ValueError(f'topk and batch_size must be >= 1, got topk={topk}, batch_size={batch_size}')
+        if self.metadata.get('num_classes') == 0:
+            raise PredictError(f"ONNX file '{self.path}' has no classifier (num_classes 0): it outputs "
+                               f"{self.outputs or 'pooled'} features per image, not class scores; run it with "
+                               f"onnxruntime directly for the features")
         paths = list(paths)
         for path in paths:
             check_image(path)

@@ -146,6 +146,8 @@ class RestackPlan:
 
     def rename(self, key: str) -> str:
         """The restacked name of a base model's parameter, buffer or module name (others unchanged)."""
+        if key.endswith('._extra_state'):
+            return key  # a restacked block's wiring record (blocks.RecordsWiring): base models have none
         for old, new in self.renames.items():
             if key == new or key.startswith(new + '.'):
                 return key  # already a restacked name

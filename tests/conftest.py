@@ -105,13 +105,19 @@ def load_subset():
         return data['images'], data['labels']
 
 
-def top1(model, images, labels, batch: int = 500) -> float:
-    """Top-1 (%) of `model` in eval mode on uint8 grey images (N x H x W), as its pretrained_cfg says to feed
-    them: x / 255 in each of its input channels (R = G = B for an RGB model), then its mean and std; no resize."""
+def grey_batch(images, model):
+    """uint8 grey images (N x H x W) as `model`'s pretrained_cfg says to feed them: x / 255 in each of its input
+    channels (R = G = B for an RGB model), then its mean and std; no resize."""
     import torch
     cfg = model.pretrained_cfg
     x = torch.from_numpy(np.ascontiguousarray(images)).float()[:, None].expand(-1, cfg['input_size'][0], -1, -1)
-    x = (x / 255 - torch.tensor(cfg['mean'])[:, None, None]) / torch.tensor(cfg['std'])[:, None, None]
+    return (x / 255 - torch.tensor(cfg['mean'])[:, None, None]) / torch.tensor(cfg['std'])[:, None, None]
+
+
+def top1(model, images, labels, batch: int = 500) -> float:
+    """Top-1 (%) of `model` in eval mode on uint8 grey images (N x H x W), fed as `grey_batch` says."""
+    import torch
+    x = grey_batch(images, model)
     labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     model.eval()
     with torch.no_grad():

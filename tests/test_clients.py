@@ -12,7 +12,7 @@ import horesnet_timm  # noqa: F401
 from horesnet_timm.cli import main
 from horesnet_timm.models.cifar import WEIGHTS
 
-from conftest import load_subset, randomised, train_py_checkpoint
+from conftest import grey_batch, load_subset, randomised, train_py_checkpoint
 
 transformers = pytest.importorskip('transformers')
 SHIPPED = sorted(p.parent for p in WEIGHTS.glob('*/config.json'))
@@ -22,13 +22,6 @@ LABELS = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shir
 def close(a, b, tol=1e-5):
     """Equal up to float rounding at the tensors' scale (traced and eager graphs sum in other orders)."""
     return a.shape == b.shape and (a - b).abs().max().item() <= tol * max(1.0, a.abs().max().item())
-
-
-def grey_batch(images, model):
-    """uint8 grey images as the model's pretrained_cfg says to feed them (R = G = B for 3 channels)."""
-    cfg = model.pretrained_cfg
-    x = torch.from_numpy(np.ascontiguousarray(images)).float()[:, None].expand(-1, cfg['input_size'][0], -1, -1)
-    return (x / 255 - torch.tensor(cfg['mean'])[:, None, None]) / torch.tensor(cfg['std'])[:, None, None]
 
 
 def check_transformers_loads(folder, images, labels):
@@ -162,3 +155,54 @@ def test_segmentation_models_pytorch(architecture):
     model = getattr(smp, architecture)('tu-horesnet32i_midpoint', encoder_weights=None, classes=3).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def gill4_checkpoint(tmp_path):
+    """A train.py checkpoint of horesnet10_rk4 trained with --model-kwargs scheme=gill4: RK4's keys and shapes."""
+    model = randomised(timm.create_model('horesnet10_rk4', scheme='gill4', in_chans=1, num_classes=10))
+    return train_py_checkpoint(tmp_path / 'gill4.pth.tar', model, 'horesnet10_rk4', model_kwargs={'scheme': 'gill4'},
+                               dataset='torch/fashion_mnist', input_size=[1, 28, 28], num_classes=10)
+
+
+def test_timm_load_checkpoint_refuses_another_wiring(tmp_path):
+    from timm.models import load_checkpoint
+    checkpoint = gill4_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="trained in a 'gill4' block, this model's is 'rk4'"):
+        load_checkpoint(timm.create_model('horesnet10_rk4', in_chans=1, num_classes=10), checkpoint)
+    load_checkpoint(timm.create_model('horesnet10_rk4', scheme='gill4', in_chans=1, num_classes=10), checkpoint)
+
+
+def test_weights_saved_without_a_wiring_record_still_load():
+    model = randomised(timm.create_model('horesnet10_midpoint'))
+    legacy = {k: v for k, v in model.state_dict().items() if not k.endswith('_extra_state')}
+    assert len(legacy) < len(model.state_dict())
+    fresh = timm.create_model('horesnet10_midpoint').eval()
+    fresh.load_state_dict(legacy)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
+
+
+@pytest.mark.parametrize('override', [{'scheme': 'gill4'}, {'scheme': 'rk38'}, {'block_act': False}])
+def test_published_weights_refuse_another_wiring(override):
+    name = 'horesnet10_rk4.fmnist'
+    with pytest.raises(ValueError, match='wired otherwise'):
+        timm.create_model(name, pretrained=True, **override)
+    timm.create_model(name, pretrained=True, drop_path_rate=0.1)  # a training-only setting may change
+
+
+def test_plain_validate_py_refuses_another_wiring(tmp_path):
+    import os
+    import subprocess
+    import sys
+    if not os.environ.get('TIMM_TRAIN_PY'):
+        pytest.skip("set TIMM_TRAIN_PY to timm's train.py (validate.py beside it); .ci/run does")
+    validate = os.path.join(os.path.dirname(os.environ['TIMM_TRAIN_PY']), 'validate.py')
+    checkpoint = gill4_checkpoint(tmp_path)
+    run = subprocess.run(
+        [sys.executable, '-c', 'import horesnet_timm, runpy, sys; sys.argv = sys.argv[1:]; '
+                               'runpy.run_path(sys.argv[0], run_name="__main__")',
+         validate, '--model', 'horesnet10_rk4', '--checkpoint', checkpoint, '--in-chans', '1', '--num-classes', '10',
+         '--dataset', 'torch/fashion_mnist', '--data-dir', str(tmp_path), '--device', 'cpu', '--workers', '0'],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert run.returncode != 0 and "trained in a 'gill4' block, this model's is 'rk4'" in run.stderr

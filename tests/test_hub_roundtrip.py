@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from horesnet_timm.cli import main
 
-from conftest import load_subset
+from conftest import grey_batch, load_subset
 from test_hub import ROOT, train_py_checkpoint, trained
 
 OLAH = Path(sys.executable).parent / 'olah-cli'
@@ -225,7 +225,7 @@ def test_shipped_tags_load_from_the_hub(hub, tmp_path):
         model = timm.create_model(name, pretrained=True).eval()  # from the installed file
         cfg = model.pretrained_cfg
         assert cfg['file'] == str(folder / 'model.safetensors')
-        inputs[name] = (torch.from_numpy(images[:8]).float()[:, None] / 255 - cfg['mean'][0]) / cfg['std'][0]
+        inputs[name] = grey_batch(images[:8], model)
         with torch.no_grad():
             expected[name] = model(inputs[name])
         records[name] = json.loads((folder / 'eval.json').read_text())

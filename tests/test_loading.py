@@ -180,3 +180,11 @@ def test_architecture_ignores_training_only_settings():
     assert architecture_of(timm.create_model('horesnet10_rk4', scheme='gill4', device='meta')) != base
     assert architecture_of(timm.create_model('horesnet10_rk4', learn_step_size=True, device='meta')) != base
     assert architecture_of(timm.create_model('horesnet10_rk4', block_act=False, device='meta')) != base
+
+
+@pytest.mark.parametrize('data_args', [{'std': (0.,) * 3}, {'std': (float('inf'),) * 3}, {'mean': (float('nan'),) * 3},
+                                       {'std': (-0.2, 0.2, 0.2)}])
+def test_data_config_that_no_image_can_use_is_refused(data_args):
+    from horesnet_timm.loading import LoadError, load_model
+    with pytest.raises(LoadError, match='finite number'):
+        load_model('horesnet10_rk4', data_args=data_args)

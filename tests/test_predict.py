@@ -2,6 +2,7 @@
 virtualenv without torch. Most tests use a tiny ONNX graph (Flatten + MatMul) made here in milliseconds."""
 import contextlib
 import json
+import re
 import os
 import subprocess
 import sys
@@ -389,3 +390,42 @@ def test_metadata_that_disagrees_with_the_graph(tiny, tmp_path, capsys):
     tiny_onnx(tmp_path / 'garbled.onnx', trained='False')  # Python's spelling, not JSON's
     with pytest.raises(PredictError, match="metadata 'trained' holds 'False', which is not JSON"):
         Predictor(str(tmp_path / 'garbled.onnx'))
+
+
+def test_preprocessing_equals_timm_for_every_crop_mode():
+    """The runner against timm's own eval transform over image shape x input size x crop_pct x interpolation
+    x crop mode x channels, non-square images and sizes and crop_pct above 1 (which pads) included."""
+    import itertools
+    rng = np.random.default_rng(0)
+    for (w, h), size, crop_pct, interpolation, mode, channels in itertools.product(
+            [(40, 40), (57, 31), (23, 64), (13, 9)], [(28, 28), (32, 24), (20, 36)], [0.875, 1.0, 1.15],
+            ['bilinear', 'bicubic', 'nearest'], ['center', 'squash', 'border'], [3, 1]):
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3)[:2 if channels == 1 else 3], dtype=np.uint8))
+        mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if channels == 3 else ((0.3,), (0.35,))
+        want = create_transform(input_size=(channels, *size), interpolation=interpolation, crop_pct=crop_pct,
+                                crop_mode=mode, mean=mean, std=std)(image).numpy()
+        cfg = dict(input_size=[channels, *size], interpolation=interpolation, crop_pct=crop_pct, crop_mode=mode,
+                   mean=list(mean), std=list(std))
+        np.testing.assert_allclose(preprocess(image, cfg), want, atol=1e-5,
+                                   err_msg=f'{(w, h)} {size} {crop_pct} {interpolation} {mode} {channels}')
+
+
+@pytest.mark.parametrize('metadata, message', [
+    (dict(labels=[f'c{i}' for i in range(CLASSES + 2)]), f'{CLASSES + 2} labels for {CLASSES} outputs'),
+    (dict(labels='"abcdefghij"'), 'not a list of names'),  # a JSON string: its characters would be the labels
+    (dict(crop_pct=0), 'crop_pct 0 is not a positive number'),
+    (dict(interpolation='magic'), "interpolation 'magic'"),
+    (dict(crop_mode='zoom'), "crop_mode 'zoom'"),
+    (dict(std=[0.25, 0.0, 0.25]), 'not positive'),
+    (dict(mean=[0.5]), 'one per input channel'),
+    (dict(std=['x', 1, 1]), 'finite number'),
+])
+def test_metadata_that_does_not_describe_the_graph_is_refused(tmp_path, metadata, message):
+    with pytest.raises(PredictError, match=re.escape(message)):
+        Predictor(tiny_onnx(tmp_path / 'm.onnx', **metadata))
+
+
+def test_a_headless_export_is_not_read_as_classes(tmp_path, tiny):
+    headless = Predictor(tiny_onnx(tmp_path / 'm.onnx', num_classes=0, labels=None))
+    with pytest.raises(PredictError, match='no classifier'):
+        headless.predict(tiny[1])
