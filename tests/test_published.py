@@ -39,12 +39,24 @@ def test_tag_loads_as_trained(name):
     assert tuple(cfg['mean']) == (0.286,) * 3 and tuple(cfg['std']) == (0.353,) * 3
     assert cfg['hf_hub_id'] == f'horesnet-timm/{name}' and cfg['license'] == 'apache-2.0'
     record = json.loads((WEIGHTS / name / 'eval.json').read_text())
-    assert f"top-1 {record['top1']}%" in cfg['notes'][0]
     assert f"| {record['top1']} |" in (WEIGHTS / name / 'README.md').read_text()  # the card's metric is the record's
+    # the tag is declared in code; its folder's config.json, written by hub push, must say the same
+    staged = json.loads((WEIGHTS / name / 'config.json').read_text())['pretrained_cfg']
+    for key in ('input_size', 'mean', 'std', 'label_names', 'hf_hub_id', 'crop_pct', 'interpolation', 'pool_size'):
+        assert list(staged[key]) == list(cfg[key]) if isinstance(cfg[key], (tuple, list)) else staged[key] == cfg[key]
     folder = timm.create_model(f'local-dir:{WEIGHTS / name}', pretrained=True).eval()
     x = torch.randn(2, 3, 28, 28)
     with torch.no_grad():
         assert torch.equal(model(x), folder(x))
+
+
+def test_a_damaged_weights_file_fails_its_own_load_only(tmp_path):
+    damaged = tmp_path / 'model.safetensors'
+    damaged.write_bytes((WEIGHTS / TAGS[0] / 'model.safetensors').read_bytes()[:1000])
+    from safetensors import SafetensorError
+    with pytest.raises(SafetensorError, match='deserializing header'):
+        timm.create_model(TAGS[0], pretrained=True, pretrained_cfg_overlay=dict(file=str(damaged)))
+    timm.create_model(TAGS[-1], pretrained=True)  # the others load
 
 
 def test_export_of_a_tag_is_marked_trained(tmp_path, capsys):

@@ -6,13 +6,10 @@ Each docstring quotes the paper's Table 3 (parameters, CIFAR-10 top-1): the pape
 not ours. At depths 82 and 86 the printed counts (2.87M, 3.01M) are misprints: this layout holds
 2.96M and 3.11M there, and the architecture is not bent to match them.
 """
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Dict
 
 from timm.models import generate_default_cfgs, register_model
-from timm.models._pretrained import PretrainedCfg
 
 from .horesnet import HoResNet, create_horesnet
 
@@ -43,25 +40,25 @@ def _lm_cfg(**kwargs) -> Dict[str, Any]:
     )
 
 
-# Weights that ship inside the package. Each folder of horesnet_timm/weights/ is a Hub folder staged
-# by `horesnet hub push --dry-run` and named `arch.tag`: its config.json is the tag's pretrained_cfg
-# (input size, mean, std, label names, hf_hub_id), its model.safetensors the weights, read from the
-# installed file (timm prefers `file` to the Hub), so `pretrained=True` needs no download.
+# Weights that ship inside the package, declared here and found at load time: each is a Hub folder
+# horesnet_timm/weights/<arch>.<tag>/ staged by `horesnet hub push --dry-run` (model.safetensors,
+# config.json, card, eval.json). timm loads `file` before the Hub, so `pretrained=True` needs no
+# download; a missing or damaged file fails that model's load, never the import.
+# tests/test_published.py checks each declaration against its folder's config.json.
 WEIGHTS = Path(__file__).resolve().parents[1] / 'weights'
+FASHION_MNIST_LABELS = (
+    'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+# what a tag trained on each dataset takes; grey weights are published for RGB images (hub push)
+TRAINED_ON = {
+    'fmnist': dict(input_size=(3, 28, 28), pool_size=(28, 28), mean=(0.286,) * 3, std=(0.353,) * 3,
+                   label_names=FASHION_MNIST_LABELS),
+}
+SHIPPED = ['horesnet10_euler.fmnist', 'horesnet10_midpoint.fmnist', 'horesnet10_rk4.fmnist']
 
 
-def _published() -> Dict[str, Dict[str, Any]]:
-    fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
-    cfgs = {}
-    for config in sorted(WEIGHTS.glob('*/config.json')):
-        cfg = json.loads(config.read_text(encoding='utf-8'))['pretrained_cfg']
-        record = json.loads((config.parent / 'eval.json').read_text(encoding='utf-8'))
-        cfgs[config.parent.name] = _cfg(**{
-            **{k: v for k, v in cfg.items() if k in fields and k not in ('custom_load', 'tag')},
-            'file': str(config.parent / 'model.safetensors'),
-            'notes': (f"{record['dataset']} {record['split']}: top-1 {record['top1']}%, {record['epochs']} epochs, "
-                      f"seed {record['seed']}",)})
-    return cfgs
+def _shipped_cfg(name: str) -> Dict[str, Any]:
+    return _cfg(**TRAINED_ON[name.split('.')[1]], hf_hub_id=f'horesnet-timm/{name}',
+                file=str(WEIGHTS / name / 'model.safetensors'))
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> HoResNet:
@@ -78,7 +75,7 @@ def _create_w16(variant: str, pretrained: bool = False, **kwargs) -> HoResNet:
 # The shipped tags come first and each untagged cfg is marked default ('.*'): timm would otherwise make
 # the first tag with weights the default, and `create_model('horesnet10_rk4')` a 1x28x28 model.
 default_cfgs = generate_default_cfgs({
-    **_published(),
+    **{name: _shipped_cfg(name) for name in SHIPPED},
     **{name + '.*': _cfg() for name in [
         'horesnet10_euler', 'horesnet10_midpoint', 'horesnet10_rk4',
         'horesnet18_euler', 'horesnet18_midpoint', 'horesnet18_rk4',
