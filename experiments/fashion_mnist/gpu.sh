@@ -1,38 +1,16 @@
 #!/usr/bin/env bash
-# The GPU protocol (not yet run: no GPU has been available to this project): depth 58,
-# euler / midpoint / rk4 / rk8 / rk8_adaptive / lm, seeds 0 1 2, the full 15-epoch recipe, bf16 autocast and
-# channels_last, several runs at once on one GPU; then validate.py on the 10k test split. Then the Fig. 9
-# analogue: depth 86 euler vs rk8 at 1x, 2x and 4x the recipe's learning rate (0.1), seed 0.
+# The GPU protocol (not yet run: no GPU has been lent to this project): the CPU protocol's queue (the same
+# held-out split, recipe, 8 epochs, seeds, order and learning-rate sweep) at the paper's width 64, several
+# runs at once on one GPU with bf16 autocast and channels_last, then validate.py on the 10k test split.
+# Outputs go to $OUT/runs-gpu (checkpoints to $WORK); results.py --runs reads them.
 #
-#   TRAIN_PY=path/to/timm/train.py DATA=folder/holding/FashionMNIST/raw bash experiments/fashion_mnist/gpu.sh
+#   TRAIN_PY=path/to/timm/train.py DATA=folder/written/by/split.py bash experiments/fashion_mnist/gpu.sh
+#
+# Before the whole grid, look at the first minute of one run's throughput (its train.log in runs-gpu):
+# PARALLEL runs share the GPU, each with 3 loader workers and 2 CPU threads.
 set -eu
-: "${TRAIN_PY:?set TRAIN_PY to timm's train.py}" "${DATA:?set DATA to the folder holding FashionMNIST/raw}"
-OUT=${OUT:-runs-gpu}
-PARALLEL=${PARALLEL:-6}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-mkdir -p "$OUT"
-
-train() {  # name run-name extra-train.py-flags...
-  local name=$1 run=$2; shift 2
-  python "$TRAIN_PY" -c "$ROOT/configs/fashion_mnist/$name.yaml" --data-dir "$DATA" --device cuda --workers 2 \
-      --amp --amp-dtype bfloat16 --channels-last --output "$OUT" --experiment "$run" "$@" > "$OUT/$run.train.log" 2>&1
-  horesnet run validate.py --data-dir "$DATA" --dataset torch/fashion_mnist --workers 2 \
-      --checkpoint "$OUT/$run/model_best.pth.tar" --results-file "$OUT/$run.validate.csv" > "$OUT/$run.validate.log" 2>&1
-}
-
-jobs_running() { jobs -rp | wc -l; }
-for seed in 0 1 2; do
-  for scheme in euler midpoint rk4 rk8 rk8_adaptive lm; do
-    while [ "$(jobs_running)" -ge "$PARALLEL" ]; do sleep 5; done
-    train "horesnet58_$scheme" "horesnet58_$scheme-s$seed" --seed "$seed" &
-  done
-done
-wait
-for scheme in euler rk8; do
-  for mult in 1 2 4; do
-    while [ "$(jobs_running)" -ge "$PARALLEL" ]; do sleep 5; done
-    train "horesnet86_$scheme" "horesnet86_$scheme-lr${mult}x-s0" --seed 0 \
-        --lr "$(python -c "print(0.1 * $mult)")" &
-  done
-done
-wait
+: "${TRAIN_PY:?set TRAIN_PY to timm's train.py}" "${DATA:?set DATA to the folder split.py wrote}"
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-$HERE}
+python "$HERE/run_queue.py" --data "$DATA" --work "${WORK:-/tmp/horesnet-gpu-runs}" --train-py "$TRAIN_PY" \
+    --device cuda --width 64 --parallel "${PARALLEL:-6}" --threads 2 --runs "$OUT/runs-gpu" "$@"

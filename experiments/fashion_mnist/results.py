@@ -23,8 +23,8 @@ from run_queue import LR_MULTIPLIERS, ROBUSTNESS_MODELS, SCHEMES, SEEDS, summary
 
 THRESHOLDS = (90.0, 92.0)
 BEGIN, END = '<!-- results.py: begin -->', '<!-- results.py: end -->'
-GRID_RUN = re.compile(r'^horesnet58w16_(\w+)-s(\d+)$')
-SWEEP_RUN = re.compile(r'^(horesnet\d+)w16_(\w+)-lr(\d+)x-s0$')
+GRID_RUN = re.compile(r'^horesnet58(?:w16)?_(\w+)-s(\d+)$')  # width 16 (CPU) or the paper's 64 (GPU)
+SWEEP_RUN = re.compile(r'^(horesnet\d+)(?:w16)?_(\w+)-lr(\d+)x-s0$')
 
 
 def epoch_seconds(log: Path):
@@ -143,7 +143,7 @@ def sweep_table(sweep) -> str:
             else:
                 state = 'diverged, ' if run['diverged'] else ''
                 cells.append(f'{state}val {run["val_top1"]:.2f}%, train loss {run["train_loss"]:.3g}')
-        lines.append(f'| {model} (width 16) | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| {model} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
@@ -151,23 +151,27 @@ def plot_curves(grid, path: Path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)
     for scheme in SCHEMES:
         curves = [r['val_curve'] for r in grid.get(scheme, {}).values()]
         if not curves:
             continue
-        epochs = range(1, min(map(len, curves)) + 1)
+        epochs = list(range(1, min(map(len, curves)) + 1))
         columns = list(zip(*(c[:len(epochs)] for c in curves)))
         mean = [statistics.mean(c) for c in columns]
-        line, = ax.plot(epochs, mean, marker='o', ms=3, label=f'{scheme} ({len(curves)} seed{"s" if len(curves) > 1 else ""})')
-        if len(curves) > 1:
-            ax.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], color=line.get_color(), alpha=0.2)
-    ax.set_xlabel('epoch')
-    ax.set_ylabel('validation top-1 (%), 5,000 held-out images')
-    ax.set_title('Fashion-MNIST, depth 58, width 16: mean over seeds, band = min..max', fontsize=10)
-    ax.set_ylim(bottom=80)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc='lower right')
+        label = f'{scheme} ({len(curves)} seed{"s" if len(curves) > 1 else ""})'
+        for ax, first in zip(axes, (0, len(epochs) // 2)):  # every epoch; the second half, zoomed
+            line, = ax.plot(epochs[first:], mean[first:], marker='o', ms=3, label=label)
+            if len(curves) > 1:
+                ax.fill_between(epochs[first:], [min(c) for c in columns[first:]], [max(c) for c in columns[first:]],
+                                color=line.get_color(), alpha=0.2)
+    for ax, title in zip(axes, ('every epoch', 'the second half, zoomed')):
+        ax.set_xlabel('epoch')
+        ax.set_ylabel('validation top-1 (%), 5,000 held-out images')
+        ax.set_title(f'Fashion-MNIST, depth 58: {title}\n(mean over seeds, band = min..max)', fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[1].legend(fontsize=8, loc='lower right')
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -190,7 +194,7 @@ def plot_sweep(sweep, path: Path):
     ax.set_xticks(LR_MULTIPLIERS, [f'x{m}\n({0.1 * m:g})' for m in LR_MULTIPLIERS])
     ax.set_xlabel('learning rate (multiple of the recipe\'s 0.1)')
     ax.set_ylabel('validation top-1 (%) after 1 epoch')
-    ax.set_title('Width 16, 1 epoch at a constant learning rate; x = diverged', fontsize=10)
+    ax.set_title('1 epoch at a constant learning rate; x = diverged', fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -10,7 +10,8 @@ skipped; a run with a checkpoint in CKPTS is resumed from it with train.py's `--
 stay in CKPTS (outside the repository). `--python` is the interpreter of an installed copy of the
 package, so that editing the work tree cannot change a run. With `--deadline`, a run that would not
 finish by then (estimated from the measured epoch times) is left for later and a shorter one is tried.
-With `--commit`, each finished run's outputs are committed as they arrive.
+With `--commit`, each finished run's outputs are committed as they arrive. On a GPU, gpu.sh runs the
+same queue at the paper's width: `--device cuda --width 64 --parallel N` (N runs at once, bf16).
 
 Each run's folder in runs/ holds train.py's summary.csv and args.yaml, its log with the wall-clock
 seconds at the start of each line, the test-split result of validate.py (grid runs), and run.json:
@@ -18,6 +19,7 @@ the command lines, the package version, how often the run was resumed and the ep
 validation split.
 """
 import argparse
+import concurrent.futures
 import csv
 import datetime
 import json
@@ -44,19 +46,29 @@ RECIPE_LR = 0.1
 SECONDS_PER_EPOCH = {58: 330, 82: 470, 86: 490}
 
 
-def plan():
-    """Every run in queue order: (name, model, depth, epochs, extra train.py args, evaluate on test)."""
+# train.py's flags per device: the same recipe; eager channels_last on CPU (the pilot), bf16 on a GPU
+DEVICE_FLAGS = {
+    'cpu': ['--device', 'cpu', '--workers', '0', '--no-prefetcher', '--channels-last'],
+    'cuda': ['--device', 'cuda', '--workers', '3', '--pin-mem', '--amp', '--amp-dtype', 'bfloat16', '--channels-last'],
+}
+
+
+def plan(width: int = 16):
+    """Every run in queue order: (name, model, depth, epochs, extra train.py args, evaluate on test). Width 16
+    is the CPU protocol (the horesnet58w16_* names); 64 is the paper's (the horesnet58_* names)."""
+    narrow = width == 16
     runs = []
     for seed in SEEDS:
         for scheme in SCHEMES:
-            model = f'horesnet58w16_{scheme}'
+            model = f'horesnet58w16_{scheme}' if narrow else f'horesnet58_{scheme}'
             runs.append((f'{model}-s{seed}', model, 58, EPOCHS, ['--seed', str(seed)], True))
     for model in ROBUSTNESS_MODELS:
         depth = int(model[len('horesnet'):].split('_')[0])
         for mult in LR_MULTIPLIERS:
-            runs.append((f'{model.replace("_", "w16_", 1)}-lr{mult}x-s0', model, depth, 1, [
+            name = f'{model.replace("_", "w16_", 1) if narrow else model}-lr{mult}x-s0'
+            runs.append((name, model, depth, 1, [
                 '--seed', '0', '--lr', repr(RECIPE_LR * mult), '--warmup-epochs', '0',
-                '--model-kwargs', 'stem_width=16', 'channels=(16,)'], False))
+                *(['--model-kwargs', 'stem_width=16', 'channels=(16,)'] if narrow else [])], False))
     return runs
 
 
@@ -116,8 +128,8 @@ def run_one(args, name, model, depth, epochs, extra, evaluate, env) -> bool:
     done = len(summary_rows(work / 'summary.csv'))
     last = work / 'last.pth.tar'
     cmd = [args.python, str(args.train_py), '-c', str(ROOT / 'configs' / 'fashion_mnist' / f'{model}.yaml'),
-           '--data-dir', str(args.data / 'trainval'), '--device', 'cpu', '--workers', '0', '--no-prefetcher',
-           '--channels-last', '--epochs', str(epochs), '--checkpoint-hist', str(epochs),
+           '--data-dir', str(args.data / 'trainval'), *DEVICE_FLAGS[args.device], '--epochs', str(epochs),
+           '--checkpoint-hist', str(epochs),
            '--output', str(args.work), '--experiment', name, '--log-interval', '100', *extra]
     if last.is_file() and done < epochs:
         cmd += ['--resume', str(last)]
@@ -147,7 +159,7 @@ def run_one(args, name, model, depth, epochs, extra, evaluate, env) -> bool:
         horesnet = str(Path(args.python).parent / 'horesnet')
         cmd = [horesnet, 'run', str(args.train_py.parent / 'validate.py'), '--checkpoint', str(checkpoint),
                '--data-dir', str(args.data / 'test'), '--dataset', 'torch/fashion_mnist', '--split', 'test',
-               '--device', 'cpu', '--workers', '0', '--results-file', str(out / 'test.json'),
+               '--device', args.device, '--workers', '0', '--results-file', str(out / 'test.json'),
                '--results-format', 'json']
         rc = log_lines(cmd, out / 'validate.log', env)
         record['validate_command'] = cmd
@@ -174,6 +186,10 @@ def main(argv=None) -> int:
     parser.add_argument('--only', nargs='*', help='run only these names')
     parser.add_argument('--source-commit', default='', help='the commit the installed copy was built from (recorded)')
     parser.add_argument('--runs', type=Path, default=RUNS, help='where the small outputs go (default: runs/ here)')
+    parser.add_argument('--device', choices=sorted(DEVICE_FLAGS), default='cpu')
+    parser.add_argument('--width', type=int, choices=(16, 64), default=16,
+                        help="16: the CPU protocol's horesnet58w16_* names; 64: the paper's width")
+    parser.add_argument('--parallel', type=int, default=1, help='runs at once (a GPU); --deadline applies to 1 only')
     args = parser.parse_args(argv)
     args.package = subprocess.run([args.python, '-c', 'import horesnet_timm, timm, torch; print(horesnet_timm.__version__, '
                                    '"timm", timm.__version__, "torch", torch.__version__)'],
@@ -185,32 +201,24 @@ def main(argv=None) -> int:
         hour, minute = map(int, args.deadline.split(':'))
         deadline = datetime.datetime.now().replace(hour=hour, minute=minute, second=0).timestamp()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED='1')
-    pending = [r for r in plan() if not args.only or r[0] in args.only]
-    while pending:
-        chosen = None
+    finished = lambda run: (args.runs / run[0] / 'run.json').is_file() and json.loads(
+        (args.runs / run[0] / 'run.json').read_text()).get('finished')
+    pending = [r for r in plan(args.width) if (not args.only or r[0] in args.only) and not finished(r)]
+    try:
+        if args.parallel > 1:  # several runs at once (one GPU): the queue order is the start order
+            with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+                return 0 if all(pool.map(lambda run: run_one(args, *run, env=env), pending)) else 1
         for run in pending:
             name, model, depth, epochs = run[:4]
-            record = args.runs / name / 'run.json'
-            if record.is_file() and json.loads(record.read_text()).get('finished'):
-                pending.remove(run)
-                chosen = 'skip'
-                break
             done = len(summary_rows(args.work / name / 'summary.csv'))
-            if deadline is None or time.time() + estimated_seconds(depth, epochs, done) < deadline:
-                chosen = run
-                break
-        if chosen == 'skip':
-            continue
-        if chosen is None:
-            print(f'no pending run fits before the deadline; {len(pending)} left', flush=True)
-            return 0
-        pending.remove(chosen)
-        try:
-            if not run_one(args, *chosen, env=env):
+            if deadline is not None and time.time() + estimated_seconds(depth, epochs, done) > deadline:
+                print(f'{name}: left for later (would not finish by {args.deadline})', flush=True)
+                continue
+            if not run_one(args, *run, env=env):
                 return 1
-        except KeyboardInterrupt:
-            print(f'stopped during {chosen[0]}: run the same command again to resume it', file=sys.stderr)
-            return 130
+    except KeyboardInterrupt:
+        print('stopped: run the same command again to resume', file=sys.stderr)
+        return 130
     print('queue finished', flush=True)
     return 0
 
