@@ -6,8 +6,9 @@ its heavy imports inside `run`, so `horesnet --help` stays fast.
 Exit statuses, for every sub-command: 0 success; 1 a failure with a cause the user can act on
 (HoresnetError, a bad image, an operating-system error such as a full disk), printed as one line
 without a traceback (`--debug` shows it); 2 a usage error (argparse's own status); 130 / 143 after
-SIGINT / SIGTERM, once every partial output has been removed (outputs are written under temporary
-names and renamed when complete; SIGTERM is raised as SystemExit so that the clean-up runs).
+SIGINT / SIGTERM (129 after SIGHUP), once every partial output has been removed (outputs are written under
+temporary names and renamed when complete; SIGTERM and SIGHUP are raised as SystemExit so that the clean-up
+runs).
 """
 import argparse
 import importlib
@@ -84,7 +85,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv = ['demo']
         args = parser.parse_args(argv)
     args.argv = argv  # the command line as typed, for records of how a result was made
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # SIGTERM and SIGHUP (a closed terminal) end the command as SIGINT does: partial outputs are removed
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:  # a reader gone from stdout (`horesnet predict ... | head`) ends the command quietly
         return quiet_on_broken_pipe(importlib.import_module(args.module).run, args)
     except KeyboardInterrupt:
@@ -100,7 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'horesnet {args.command}: error: {message}', file=sys.stderr, flush=True)
         return getattr(e, 'exit_code', 1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == '__main__':

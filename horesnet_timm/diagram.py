@@ -12,7 +12,7 @@ same data as the block, and matplotlib draws it (lines, markers, boxes, arrows).
 import argparse
 import textwrap
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 __all__ = ['draw_scheme', 'add_arguments', 'run']
 
@@ -36,8 +36,9 @@ def _label(value) -> str:
     return text if len(text) <= 8 else f'{float(value):.3g}'
 
 
-def draw_scheme(name: str, path: str, dpi: int = 100) -> Tuple[int, int]:
-    """Draw scheme `name` into `path` (.png, .svg or .pdf); returns the numbers of a- and b-junctions."""
+def draw_scheme(name: str, path: str, dpi: int = 100, fmt: Optional[str] = None) -> Tuple[int, int]:
+    """Draw scheme `name` into `path` (png, svg or pdf: `fmt`, else the file's suffix); returns the numbers
+    of a- and b-junctions."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -84,8 +85,9 @@ def draw_scheme(name: str, path: str, dpi: int = 100) -> Tuple[int, int]:
              f'variant). Dots are the non-zero coefficients.{note}')
     ax.set_title(textwrap.fill(title, width=int(12 * max(size + 1.6, 6.0))), fontsize=9)
     fig.tight_layout()
-    key = 'Description' if Path(path).suffix.lower() == '.png' else 'Title'
-    fig.savefig(path, dpi=dpi, metadata={key: f'horesnet draw {scheme.name}; tableau {fingerprint(name)}'})
+    fmt = fmt or Path(path).suffix.lower()[1:]
+    key = 'Description' if fmt == 'png' else 'Title'
+    fig.savefig(path, format=fmt, dpi=dpi, metadata={key: f'horesnet draw {scheme.name}; tableau {fingerprint(name)}'})
     plt.close(fig)
     return junctions_a, junctions_b
 
@@ -106,10 +108,8 @@ def run(args) -> int:
         scheme = get_scheme(args.scheme)
     except ValueError as e:
         raise HoresnetError(str(e)) from None
-    with atomic_output(args.output) as tmp:
-        tmp_path = tmp.with_suffix(suffix)  # matplotlib picks the format from the name
-        edges = draw_scheme(scheme.name, str(tmp_path))
-        tmp_path.replace(tmp)
+    with atomic_output(args.output) as tmp:  # the format is given: the temporary name ends in .tmp
+        edges = draw_scheme(scheme.name, str(tmp), fmt=suffix[1:])
     print(f'wrote {args.output}: {scheme.name}, {scheme.stages} stage{"s" * (scheme.stages > 1)}, {edges[0]} non-zero '
           f'a_ij, {edges[1]} non-zero b_i')
     return 0

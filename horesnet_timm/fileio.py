@@ -2,14 +2,14 @@
 
 Every command writes under a temporary name beside the target (same filesystem, so the final rename
 is atomic) and removes it on any failure, KeyboardInterrupt and SIGTERM included (the CLI turns
-SIGTERM into SystemExit, so these `except BaseException` clauses run). mkstemp and mkdtemp create
-private (0600 / 0700) entries; the result gets the mode an ordinary `open()` / `mkdir` would give.
+SIGTERM and SIGHUP into SystemExit, so these `except BaseException` clauses run). The result gets
+the mode an ordinary `open()` / `mkdir` would give.
 """
 import contextlib
 import errno
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
@@ -67,19 +67,17 @@ def atomic_output(target: PathLike, directory: bool = False, overwrite: bool = T
         raise HoresnetError(f"cannot write '{target}': it is a folder; give a file name")
     if target.exists() and (directory or not overwrite):
         raise HoresnetError(f"'{target}' already exists; remove it or choose another name")
-    prefix = f'.{target.name}.'
+    # named before it exists, so that a signal arriving at any point after its creation (SIGTERM is raised
+    # as SystemExit) finds it in the clean-up below; created with the mode open() / mkdir give
+    tmp = parent / f'.{target.name}.{secrets.token_hex(8)}.tmp'
     try:
-        if directory:
-            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix='.tmp', dir=parent))
-            tmp.chmod(0o777 & ~umask())
-        else:
-            fd, name = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=parent)
-            os.close(fd)
-            tmp = Path(name)
-            tmp.chmod(0o666 & ~umask())
-    except OSError as e:
-        raise HoresnetError(f"cannot write in folder '{parent}': {describe_os_error(e, with_path=False)}") from e
-    try:
+        try:
+            if directory:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except OSError as e:
+            raise HoresnetError(f"cannot write in folder '{parent}': {describe_os_error(e, with_path=False)}") from e
         yield tmp
         os.replace(tmp, target)
     except BaseException:

@@ -365,7 +365,8 @@ def test_untrained_export_is_marked(tmp_path, capsys):
     assert 'untrained (random) weights: these labels are not predictions' in capsys.readouterr().err
 
 
-def test_sigterm_during_export_leaves_nothing(tmp_path):
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_export_leaves_nothing(tmp_path, sig):
     out, scratch = tmp_path / 'out', tmp_path / 'scratch'
     out.mkdir()
     scratch.mkdir()
@@ -376,8 +377,8 @@ def test_sigterm_during_export_leaves_nothing(tmp_path):
     while not (os.listdir(out) and os.listdir(scratch)) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # wait until both the output's temporary twin and the work folder exist
     assert os.listdir(out), 'the temporary output never appeared'
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 128 + signal.SIGTERM, process.stderr.read()
+    process.send_signal(sig)
+    assert process.wait(timeout=120) == 128 + sig, process.stderr.read()
     assert os.listdir(out) == [] and os.listdir(scratch) == []
 
 
