@@ -19,6 +19,7 @@ makes another folder (`--output` names one, `--overwrite` replaces it).
 import argparse
 import gzip
 import json
+import math
 import os
 import platform
 import shutil
@@ -190,14 +191,17 @@ def ascii_digit(image: np.ndarray) -> List[str]:
 
 def _run_folder(args) -> Tuple[Path, bool]:
     from .errors import UsageError
+    from .fileio import output_directory
     if args.output:
         target = Path(args.output)
         if target.exists() and not args.overwrite:
             raise UsageError(f"'{target}' already exists: choose another --output, or add --overwrite to replace it")
+        if target.exists() and not target.is_dir():
+            raise UsageError(f"--output '{target}' is a file; the demo writes a folder: give a folder name")
+        output_directory(target)  # its parent exists and is writable: checked before the work
         return target, target.exists()
-    root = Path(DEFAULT_ROOT)
+    root = Path(DEFAULT_ROOT)  # made when the run is written, so an interrupted run leaves no empty folder
     taken = [int(p.name[4:]) for p in root.glob('run-*') if p.name[4:].isdigit()] if root.is_dir() else []
-    root.mkdir(exist_ok=True)
     return root / f'run-{max(taken, default=0) + 1}', False
 
 
@@ -211,10 +215,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='the scheme of the twin: the same network stacked another way (default euler)')
     parser.add_argument('--epochs', type=_positive, default=12, help='training epochs (default 12)')
     parser.add_argument('--batch-size', type=_positive, default=64, help='batch size (default 64)')
-    parser.add_argument('--lr', type=float, default=0.05, help='peak learning rate of the cosine schedule (0.05)')
+    parser.add_argument('--lr', type=_learning_rate, default=0.05, help='peak learning rate of the cosine schedule (0.05)')
     parser.add_argument('--train-size', type=_positive, default=3000,
                         help='Fashion-MNIST training images used (default 3000; digits use all 1257)')
-    parser.add_argument('--seed', type=int, default=0, help='split, initial weights and batch order (default 0)')
+    parser.add_argument('--seed', type=_non_negative, default=0, help='split, initial weights and batch order (default 0)')
     parser.add_argument('--output', help=f'run folder (default: a new {DEFAULT_ROOT}/run-N)')
     parser.add_argument('--overwrite', action='store_true', help='replace --output if it exists')
 
@@ -224,6 +228,34 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f'{value} is not a positive integer')
     return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{value} is not an integer >= 0')
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f'{text} is not a positive number')
+    return value
+
+
+def _check_choices(args) -> None:
+    """The model and schemes, named before any work: a typo is a usage error, not a failure after training."""
+    import timm
+    from .errors import UsageError
+    from .schemes import list_schemes
+    models = [m for m in timm.list_models('horesnet*') if timm.get_pretrained_cfg(m).input_size[-1] != 224]
+    if args.model not in models:
+        raise UsageError(f"--model {args.model}: the demo trains a CIFAR-layout horesnet model twice, stacked two "
+                         f"ways; choose one of {', '.join(models)}")
+    for flag, scheme in (('--scheme', args.scheme), ('--twin-scheme', args.twin_scheme)):
+        if scheme is not None and scheme not in list_schemes():
+            raise UsageError(f"{flag} {scheme}: not a scheme; choose one of {', '.join(list_schemes())}")
 
 
 def run(args) -> int:
@@ -239,6 +271,7 @@ def run(args) -> int:
     from PIL import Image
 
     started = time.perf_counter()
+    _check_choices(args)
     target, replace = _run_folder(args)
     data = DATASETS[args.data](args.seed, args.train_size)
     sizes = {k: len(v[1]) for k, v in data.splits.items()}
@@ -272,6 +305,8 @@ def run(args) -> int:
               f"{r['test_loss']:>9.4f} {r['train_seconds']:>7.1f}")
 
     staging = target.with_name(target.name + '.new') if replace else target  # the old run stays until the new is whole
+    if not args.output:
+        target.parent.mkdir(exist_ok=True)
     with atomic_output(staging, directory=True) as work:
         plot(histories, work / 'curves.png', f'{data.name}: {ho_label} vs {twin_label} (seed {args.seed})')
         image_dir = work / 'test_images'

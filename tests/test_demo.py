@@ -70,3 +70,28 @@ def test_demo_defaults_reach_an_accuracy_worth_showing(tmp_path):
     run_demo('--output', tmp_path / 'run')
     results = check_run(tmp_path / 'run', 12)
     assert all(r['test_top1'] > 95 for r in results['models'].values()), results['models']
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--seed', '-1'], 'argument --seed: -1 is not an integer >= 0'),
+    (['--lr', 'nan'], 'argument --lr: nan is not a positive number'),
+    (['--scheme', 'bogus'], '--scheme bogus: not a scheme; choose one of euler'),
+    (['--twin-scheme', 'RK4'], '--twin-scheme RK4: not a scheme'),
+    (['--model', 'resnet18'], '--model resnet18: the demo trains a CIFAR-layout horesnet model'),
+])
+def test_bad_arguments_are_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(['demo', '--epochs', '1', *argv])
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    assert code == 2 or code == 1
+    err = capsys.readouterr().err
+    assert message in err.strip().splitlines()[-1] and 'internal error' not in err, err  # after argparse's usage
+    assert os.listdir(tmp_path) == []  # no empty horesnet-demo/ either
+
+
+def test_an_existing_file_as_output_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / 'f').write_text('x')
+    assert main(['demo', '--output', str(tmp_path / 'f'), '--overwrite']) == 2
+    assert 'is a file; the demo writes a folder' in capsys.readouterr().err
