@@ -97,8 +97,12 @@ def _create(name: str, pretrained: bool = False, **kwargs):
         raise LoadError(f"cannot build {name}" + (f" with {shown}" if shown else '') + f": {e}") from e
     except RuntimeError as e:
         if pretrained and 'pretrained' in str(e).lower():
-            raise LoadError(f"{name} has no published weights ({e}); timm.list_pretrained('horesnet*') lists "
-                            f"those that have") from e
+            tags = timm.list_pretrained(name.split('.')[0] + '.*')
+            if tags:  # the untagged name is the paper's CIFAR default, which has no weights; a tag has
+                raise LoadError(f"{name} has no default weights; its published weights are the tag"
+                                f"{'s' if len(tags) > 1 else ''} {', '.join(tags)}: name one") from e
+            raise LoadError(f"{name} has no published weights; timm.list_pretrained('horesnet*') lists those that "
+                            f"have") from e
         raise
     except Exception as e:  # hf-hub: a repository that cannot be reached or found
         message = explain_hub_error(e, name.partition(':')[2], uploading=False) if name.startswith('hf-hub:') else None

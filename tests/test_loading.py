@@ -141,8 +141,8 @@ def test_bad_names(source, message):
 
 
 def test_pretrained_without_published_weights():
-    with pytest.raises(LoadError, match="horesnet10_rk4 has no published weights"):
-        load_model('horesnet10_rk4', pretrained=True)
+    with pytest.raises(LoadError, match="horesnet58_rk4 has no published weights"):
+        load_model('horesnet58_rk4', pretrained=True)
 
 
 @pytest.mark.parametrize('kwargs, message', [
@@ -188,3 +188,8 @@ def test_data_config_that_no_image_can_use_is_refused(data_args):
     from horesnet_timm.loading import LoadError, load_model
     with pytest.raises(LoadError, match='finite number'):
         load_model('horesnet10_rk4', data_args=data_args)
+
+
+def test_an_untagged_name_points_to_its_tags():
+    with pytest.raises(LoadError, match=r'horesnet10_midpoint has no default weights; .* the tag horesnet10_midpoint.fmnist'):
+        load_model('horesnet10_midpoint', pretrained=True)

@@ -1,4 +1,6 @@
 """The registered family: names, the paper's parameter counts, forward/backward, errors, precision."""
+import re
+
 import numpy as np
 import pytest
 import timm
@@ -211,3 +213,13 @@ def test_every_scheme_trains_every_parameter(name):
     loss = torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([1, 2]))
     loss.backward()
     assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(global_pool=''), "global_pool '': choose one of"), (dict(global_pool='mean'), "global_pool 'mean'"),
+    (dict(act_layer='bogus'), "unknown act_layer 'bogus'"), (dict(norm_layer='bogus'), "unknown norm_layer 'bogus'"),
+])
+def test_arguments_that_cannot_build_a_classifier_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        meta_model('horesnet10_rk4', **kwargs)
+    assert meta_model('horesnet10_rk4', global_pool='', num_classes=0).num_features == 64  # features only: fine

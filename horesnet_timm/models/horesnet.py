@@ -134,6 +134,19 @@ def _check_rate(name: str, value):
         raise ValueError(f'{name} must be a probability, 0 <= {name} < 1, got {value!r}')
 
 
+# timm's SelectAdaptivePool2d pool types; '' keeps the feature map (features only)
+POOL_TYPES = ('', 'avg', 'max', 'avgmax', 'catavgmax')
+
+
+def _layer(name: str, get, value):
+    """timm's layer factory lookup, with a ValueError naming the argument (timm raises a bare KeyError)."""
+    try:
+        return get(value)
+    except (KeyError, ValueError, AssertionError):
+        examples = 'relu, gelu, silu' if name == 'act_layer' else 'batchnorm2d, groupnorm'
+        raise ValueError(f'unknown {name} {value!r}: give a name timm knows (e.g. {examples}) or a class') from None
+
+
 def _check_flag(name: str, value):
     if not isinstance(value, bool):
         raise TypeError(f'{name} must be True or False, got {value!r}')
@@ -262,8 +275,11 @@ class HoResNet(nn.Module):
             raise ValueError("learn_step_size applies to Runge-Kutta schemes; 'lm' learns its k_n instead")
         subnet_cls = SUBNETS[subnet]
 
-        act_layer = get_act_layer(act_layer)
-        norm_layer = get_norm_layer(norm_layer)
+        if global_pool not in POOL_TYPES or (global_pool == '' and num_classes > 0):
+            raise ValueError(f"global_pool {global_pool!r}: choose one of {', '.join(map(repr, POOL_TYPES[1:]))}, "
+                             f"or '' (the unpooled map) with num_classes=0")
+        act_layer, norm_layer = _layer('act_layer', get_act_layer, act_layer), _layer('norm_layer', get_norm_layer,
+                                                                                    norm_layer)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
