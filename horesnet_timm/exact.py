@@ -128,6 +128,3 @@ def sqrt(d: int) -> QuadraticSurd:
         raise ValueError(f'sqrt() needs an integer radicand >= 2, got {d!r}')
     return QuadraticSurd(Fraction(0), Fraction(1), d)
 
-
-def is_zero(value) -> bool:
-    return to_exact(value) == 0

@@ -11,7 +11,6 @@
 We do not call `push_to_hf_hub` itself: it re-serialises the model into a folder of its own (with a
 pickle file by default) and keeps an existing README, so what it uploads is not what we checked.
 """
-import hashlib
 import json
 import shutil
 import tempfile
@@ -313,14 +312,6 @@ def shipped_folders(only: Sequence[str] = ()) -> List[Path]:
     return [folders[n] for n in sorted(set(only) or folders)]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_shipped(folder: Path) -> Dict:
     """Check that a shipped folder is what its tag loads, and say what publishing it uploads.
 
@@ -359,7 +350,10 @@ def check_shipped(folder: Path) -> Dict:
                        f"{detail}); stage it again with `horesnet hub push --dry-run --output-dir`") from e
     files = [(p.name, p.stat().st_size) for p in sorted(folder.iterdir())
              if p.is_file() and not p.name.startswith('.')]
-    return {'hf_hub_id': hub_id, 'files': files, 'sha256': _sha256(folder / WEIGHTS)}
+    from huggingface_hub.utils.sha import sha_fileobj
+    with open(folder / WEIGHTS, 'rb') as f:
+        digest = sha_fileobj(f).hex()  # what the Hub computes for an LFS file
+    return {'hf_hub_id': hub_id, 'files': files, 'sha256': digest}
 
 
 def publish_shipped(args) -> int:

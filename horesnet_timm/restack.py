@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from timm.layers import get_device_dtype
 
 from .blocks import MultistepBlock, SchemeBlock
 from .errors import HoresnetError
@@ -423,15 +424,10 @@ def _renames(plan: RestackPlan) -> Dict[str, str]:
     return renames
 
 
-def _device_dtype(module: nn.Module) -> Dict[str, Any]:
-    p = next((t for t in chain(module.parameters(), module.buffers()) if t.is_floating_point()), None)
-    return dict(device=p.device, dtype=p.dtype) if p is not None else {}
-
-
 def _build(scheme: Scheme, group: List[nn.Module], learn_step_size: bool, family: Family) -> nn.Module:
     if _trivial(scheme, learn_step_size):
         return group[0]
-    dd = _device_dtype(group[0])
+    dd = get_device_dtype(group[0])
     if scheme.multistep:
         from .models.horesnet import MultistepStage
         chain_ = [MultistepBlock(Increment(b), first=j == 0, act_layer=None, **dd) for j, b in enumerate(group)]
