@@ -114,13 +114,17 @@ def _train_py_record(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
 def _hub_config_record(path: str) -> Dict[str, Any]:
     """The config.json timm's save_for_hf writes beside model.safetensors, when there is one."""
     config = os.path.join(os.path.dirname(os.path.abspath(path)), 'config.json')
+    if not os.path.lexists(config):
+        return {}  # a bare safetensors file: the caller names the model
+    damaged = f"the config.json beside '{path}' cannot describe its weights"
+    way_out = 'stage the folder again, or move it away and name the model (MODEL --checkpoint FILE)'
     try:
         with open(config, encoding='utf-8') as f:
             cfg = json.load(f)
-    except (OSError, ValueError):
-        return {}
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{damaged} ({type(e).__name__}: {e}); {way_out}") from e
     if not isinstance(cfg, dict) or not isinstance(cfg.get('architecture'), str):
-        return {}
+        raise CheckpointError(f"{damaged} (it names no architecture); {way_out}")
     pretrained_cfg = cfg.get('pretrained_cfg') or {}
     model_args = dict(cfg.get('model_args') or {})
     if cfg.get('num_classes') is not None:
@@ -148,7 +152,8 @@ def checkpoint_meta(path: str) -> Dict[str, Any]:
         with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
             checkpoint = torch.load(path, map_location='meta', weights_only=True)
     except Exception:
-        return {}  # read_state_dict reports unreadable files
+        read_state_dict(path)  # raises the CheckpointError that says why the file cannot be read
+        return {}  # the weights read, their record did not: nothing is known about them
     return _train_py_record(checkpoint) if isinstance(checkpoint, dict) else {}
 
 

@@ -141,3 +141,24 @@ def test_load_weights_refuses_another_wiring_of_the_same_shapes(tmp_path):
                                               r"model given is another architecture \(first difference: .*gill4"):
         load_weights(_model(scheme='gill4'), path)
     assert _same_weights(load_weights(_model(), path), load_weights(_model(), path))
+
+
+def test_unreadable_files_are_named_for_what_they_are(tmp_path):
+    """checkpoint_meta (which the launcher and the loader ask first) says why a file cannot be read, instead of
+    answering 'nothing recorded' and letting a later step blame the wrong thing."""
+    import os
+    from horesnet_timm.checkpoint import checkpoint_meta
+    noise = tmp_path / 'noise.pth.tar'
+    noise.write_bytes(os.urandom(200))
+    with pytest.raises(CheckpointError, match='truncated, corrupt, or not a torch checkpoint'):
+        checkpoint_meta(str(noise))
+    torch.save({'state_dict': {}, 'hook': print}, tmp_path / 'code.pth.tar')
+    with pytest.raises(CheckpointError, match='holds pickled Python objects'):
+        checkpoint_meta(str(tmp_path / 'code.pth.tar'))
+    folder = tmp_path / 'staged'
+    folder.mkdir()
+    save_file({'w': torch.zeros(1)}, str(folder / 'model.safetensors'))
+    assert checkpoint_meta(str(folder / 'model.safetensors')) == {}  # bare: the caller names the model
+    (folder / 'config.json').write_text('{"architecture": ')
+    with pytest.raises(CheckpointError, match="the config.json beside .* cannot describe its weights"):
+        checkpoint_meta(str(folder / 'model.safetensors'))
