@@ -19,7 +19,6 @@ makes another folder (`--output` names one, `--overwrite` replaces it).
 import argparse
 import gzip
 import json
-import math
 import os
 import platform
 import shutil
@@ -30,9 +29,9 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from .arguments import non_negative_int, positive_float, positive_int
+
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'  # Debian's dataset-fashion-mnist
-FASHION_MNIST_LABELS = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag',
-                        'Ankle boot')
 DEFAULT_ROOT = 'horesnet-demo'
 
 
@@ -91,6 +90,7 @@ def load_fashion_mnist(seed: int, limit: int) -> Data:
     test = rng.permutation(len(test_x))[:max(limit // 3, 1)]
     splits = dict(train=(train_x[train[:limit]], train_y[train[:limit]]),
                   validation=(train_x[train[limit:]], train_y[train[limit:]]), test=(test_x[test], test_y[test]))
+    from .models.cifar import FASHION_MNIST_LABELS
     return Data('fashion-mnist', splits, FASHION_MNIST_LABELS,
                 f'Fashion-MNIST ({limit} training images of 60000, from {FASHION_MNIST_DIR})')
 
@@ -213,35 +213,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--scheme', help="the model's stacking scheme (default: its own, e.g. rk4)")
     parser.add_argument('--twin-scheme', default='euler',
                         help='the scheme of the twin: the same network stacked another way (default euler)')
-    parser.add_argument('--epochs', type=_positive, default=12, help='training epochs (default 12)')
-    parser.add_argument('--batch-size', type=_positive, default=64, help='batch size (default 64)')
-    parser.add_argument('--lr', type=_learning_rate, default=0.05, help='peak learning rate of the cosine schedule (0.05)')
-    parser.add_argument('--train-size', type=_positive, default=3000,
+    parser.add_argument('--epochs', type=positive_int, default=12, help='training epochs (default 12)')
+    parser.add_argument('--batch-size', type=positive_int, default=64, help='batch size (default 64)')
+    parser.add_argument('--lr', type=positive_float, default=0.05, help='peak learning rate of the cosine schedule (0.05)')
+    parser.add_argument('--train-size', type=positive_int, default=3000,
                         help='Fashion-MNIST training images used (default 3000; digits use all 1257)')
-    parser.add_argument('--seed', type=_non_negative, default=0, help='split, initial weights and batch order (default 0)')
+    parser.add_argument('--seed', type=non_negative_int, default=0, help='split, initial weights and batch order (default 0)')
     parser.add_argument('--output', help=f'run folder (default: a new {DEFAULT_ROOT}/run-N)')
     parser.add_argument('--overwrite', action='store_true', help='replace --output if it exists')
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'{value} is not a positive integer')
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'{value} is not an integer >= 0')
-    return value
-
-
-def _learning_rate(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f'{text} is not a positive number')
-    return value
 
 
 def _check_choices(args) -> None:

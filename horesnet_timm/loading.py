@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from .arguments import fraction, non_negative_int, positive_int
 from .checkpoint import architecture_of
 from .errors import HoresnetError, UsageError
 
@@ -338,27 +339,6 @@ def explain_hub_error(e: BaseException, repo_id: str, uploading: bool = True) ->
 
 # --- the flags every command that takes a model shares, named as in timm's train.py / validate.py ---
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'{value} is not a positive integer')
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'{value} is negative')
-    return value
-
-
-def _crop_pct(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f'{value} is not in (0, 1]')
-    return value
-
-
 class _ModelKwargs(argparse.Action):
     """timm's ParseKwargs (KEY=VALUE, values read as Python literals), imported when used; a usage error
     instead of a traceback for an item without '='."""
@@ -384,15 +364,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a train.py checkpoint's state_dict, not its EMA weights (default: EMA when present)")
     group.add_argument('--model-kwargs', nargs='*', default={}, action=_ModelKwargs, metavar='KEY=VALUE',
                        help='create_model arguments, e.g. scheme=gill4 layers="(8,)"')
-    group.add_argument('--num-classes', type=_non_negative_int, metavar='N', help='classifier size')
-    group.add_argument('--in-chans', type=_positive_int, metavar='N', help='input channels (default: from '
+    group.add_argument('--num-classes', type=non_negative_int, metavar='N', help='classifier size')
+    group.add_argument('--in-chans', type=positive_int, metavar='N', help='input channels (default: from '
                                                                            '--input-size, as train.py)')
     group.add_argument('--gp', metavar='POOL', help='global pool type (avg, max, avgmax, ...)')
-    group.add_argument('--input-size', type=_positive_int, nargs=3, metavar=('C', 'H', 'W'), help='input size')
-    group.add_argument('--img-size', type=_positive_int, metavar='N', help='input height and width')
+    group.add_argument('--input-size', type=positive_int, nargs=3, metavar=('C', 'H', 'W'), help='input size')
+    group.add_argument('--img-size', type=positive_int, metavar='N', help='input height and width')
     group.add_argument('--mean', type=float, nargs='+', metavar='MEAN', help='normalisation mean per channel')
     group.add_argument('--std', type=float, nargs='+', metavar='STD', help='normalisation std per channel')
-    group.add_argument('--crop-pct', type=_crop_pct, help='centre-crop fraction')
+    group.add_argument('--crop-pct', type=fraction, help='centre-crop fraction')
     group.add_argument('--crop-mode', choices=('center', 'squash', 'border'), help='crop mode')
     group.add_argument('--interpolation', choices=('bilinear', 'bicubic', 'nearest', 'lanczos', 'box', 'hamming'),
                        help='resize interpolation')

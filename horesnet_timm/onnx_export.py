@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .arguments import positive_float, positive_int
 from .errors import HoresnetError
 from .fileio import atomic_output
 from .predict import decode_metadata, list_images, load_image, preprocess
@@ -297,15 +298,6 @@ def format_checks(rows: List[Dict]) -> str:
     return '\n'.join(lines)
 
 
-def _positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f'{text} is not positive')
-        return value
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .loading import add_model_arguments
     add_model_arguments(parser)
@@ -320,11 +312,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--precision', choices=PRECISIONS, default='fp32',
                        help='fp32 (default), fp16 (the model in half: fp16 I/O and convs, stage combinations in fp32), '
                             'int8 (onnxruntime static QDQ quantisation, calibrated on images)')
-    group.add_argument('--batch-size', type=_positive(int), default=8,
+    group.add_argument('--batch-size', type=positive_int, default=8,
                        help='the larger verification batch; the fixed batch with --static-batch (default 8)')
     group.add_argument('--images', nargs='+', default=[], help='image files or folders to verify (and calibrate '
                                                                 'int8) on, in addition to the built-in synthetic ones')
-    group.add_argument('--tol', type=_positive(float), default=FP32_TOL,
+    group.add_argument('--tol', type=positive_float, default=FP32_TOL,
                        help=f'fp32 tolerance on logits, times max(1, max |logit|) (default {FP32_TOL:g})')
     group.add_argument('--no-verify', dest='check', action='store_false', help='skip the checker and the parity checks')
 

@@ -644,23 +644,24 @@ def format_benchmark(result: Dict[str, Dict[str, float]]) -> str:
 # --- the `horesnet restack` command ---
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .loading import _ModelKwargs, _non_negative_int, _positive_int
+    from .arguments import non_negative_int, positive_int
+    from .loading import _ModelKwargs
     parser.add_argument('base', metavar='BASE',
                         help='a timm model name, e.g. resnet50, convnext_atto, vit_tiny_patch16_224')
     parser.add_argument('--scheme', default='rk4', help='stacking scheme (default rk4; horesnet tour lists them)')
     parser.add_argument('--learn-step-size', action='store_true', help='one learnable step size h per restacked block')
     parser.add_argument('--model-kwargs', nargs='*', default={}, action=_ModelKwargs, metavar='KEY=VALUE',
                         help='create_model arguments of the base, e.g. num_classes=10 layers="(3, 4, 6, 3)"')
-    parser.add_argument('--input-size', type=_positive_int, nargs=3, metavar=('C', 'H', 'W'),
+    parser.add_argument('--input-size', type=positive_int, nargs=3, metavar=('C', 'H', 'W'),
                         help="input size at which shapes and MACs are measured (default: the model's)")
     group = parser.add_argument_group('CPU benchmark')
     group.add_argument('--benchmark', action='store_true',
                        help='also time a training step and inference, and their peak memory, against the base '
                             '(random weights and data, interleaved repeats, medians)')
-    group.add_argument('--batch-size', type=_positive_int, default=8, help='benchmark batch (default 8)')
-    group.add_argument('--repeats', type=_positive_int, default=7, help='timed repeats per model (default 7)')
-    group.add_argument('--warmup', type=_non_negative_int, default=2, help='untimed repeats first (default 2)')
-    group.add_argument('--threads', type=_positive_int, help='torch threads (default: torch\'s own)')
+    group.add_argument('--batch-size', type=positive_int, default=8, help='benchmark batch (default 8)')
+    group.add_argument('--repeats', type=positive_int, default=7, help='timed repeats per model (default 7)')
+    group.add_argument('--warmup', type=non_negative_int, default=2, help='untimed repeats first (default 2)')
+    group.add_argument('--threads', type=positive_int, help='torch threads (default: torch\'s own)')
 
 
 def run(args: argparse.Namespace) -> int:

@@ -74,7 +74,7 @@ def test_demo_defaults_reach_an_accuracy_worth_showing(tmp_path):
 
 @pytest.mark.parametrize('argv, message', [
     (['--seed', '-1'], 'argument --seed: -1 is not an integer >= 0'),
-    (['--lr', 'nan'], 'argument --lr: nan is not a positive number'),
+    (['--lr', 'nan'], "argument --lr: 'nan' is not a finite number"),
     (['--scheme', 'bogus'], '--scheme bogus: not a scheme; choose one of euler'),
     (['--twin-scheme', 'RK4'], '--twin-scheme RK4: not a scheme'),
     (['--model', 'resnet18'], '--model resnet18: the demo trains a CIFAR-layout horesnet model'),

@@ -237,9 +237,13 @@ def test_output_directory_missing_or_not_writable(tmp_path, capsys, monkeypatch)
     finally:
         locked.chmod(0o755)
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, 'Permission denied')
-    monkeypatch.setattr('tempfile.mkstemp', refuse)
+    real_open = os.open
+
+    def refuse(path, *args, **kwargs):  # as a folder without write permission answers, for root too
+        if str(path).startswith(str(locked)):
+            raise PermissionError(13, 'Permission denied')
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(os, 'open', refuse)
     assert main(['export', 'horesnet10_rk4', '-o', str(locked / 'x.onnx')]) == 1
     err = capsys.readouterr().err
     assert "horesnet export: error: cannot write in folder '" in err and err.endswith(': permission denied\n')
@@ -345,11 +349,12 @@ def test_exported_file_honours_the_umask(tmp_path, umask, mode):
 
 
 @pytest.mark.parametrize('args, status, message', [
-    (['--batch-size', '0'], 2, "argument --batch-size: 0 is not positive"),
-    (['--batch-size', '-1'], 2, "argument --batch-size: -1 is not positive"),
+    (['--batch-size', '0'], 2, "argument --batch-size: 0 is not a positive integer"),
+    (['--batch-size', '-1'], 2, "argument --batch-size: -1 is not a positive integer"),
     (['--model-kwargs', 'scheme=rk5'], 1, "unknown scheme 'rk5'"),
     (['--precision', 'fp8'], 2, "argument --precision: invalid choice: 'fp8'"),
-    (['--tol', '-1'], 2, 'argument --tol: -1 is not positive'),
+    (['--tol', '-1'], 2, 'argument --tol: -1 is not a positive number'),
+    (['--tol', 'nan'], 2, "argument --tol: 'nan' is not a finite number"),
 ])
 def test_bad_flags(tmp_path, capsys, args, status, message):
     assert message in _export_fails(tmp_path, capsys, 'horesnet10_rk4', *args, status=status)
