@@ -22,8 +22,8 @@ COMMANDS = {
                                    'ONNX, stage a Hub folder and reload it (the default command; no download, '
                                    'no GPU, minutes on a laptop CPU)'),
     'draw': ('horesnet_timm.diagram', "draw a scheme block's data flow from its Butcher tableau (.png, .svg)"),
-    'tour': ('horesnet_timm.tour', 'list the schemes and models with measured sizes and run a training step '
-                                   'per scheme'),
+    'tour': ('horesnet_timm.tour', 'list the schemes and the registered models with their parameters and MACs, '
+                                   'measured live'),
     'bench': ('horesnet_timm.bench', 'time and memory of every scheme against Euler stacking at the same depth '
                                      '(eager, torch.compile, onnxruntime; CPU or CUDA), as a table and a chart'),
     'run': ('horesnet_timm.launch', "run a timm script (validate.py, inference.py, benchmark.py, ...) with the "

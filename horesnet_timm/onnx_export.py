@@ -7,9 +7,9 @@ deprecated upstream but exact here too). The opset in the file is checked agains
 scheme family: both are exact to fp32 round-off and both fold each BatchNorm that follows a conv
 (the first BN of a pre-activation sub-network follows an add and a ReLU and cannot be folded),
 but TorchScript also writes the no-op fp32 casts of the stage combinations (blocks.upcast_half, 28 in
-horesnet58_rk4) and one Constant node per coefficient, where dynamo's onnxscript optimiser leaves
+a depth-58 RK4 model) and one Constant node per coefficient, where dynamo's onnxscript optimiser leaves
 none. Dynamo traces LM blocks (which return a tuple) and the `_adaptive` step sizes as plain
-tensors. It exports more slowly (about 12 s against 4 s for horesnet58_rk4 on 2 cores).
+tensors. It exports more slowly (BENCHMARKS.md has the figures).
 
 Verification (on by default; `--no-verify` skips it): onnx.checker, then onnxruntime against the
 PyTorch model at batch 1 and a larger batch, on random inputs and on image files decoded and
