@@ -9,7 +9,7 @@ scheme family: both are exact to fp32 round-off and both fold each BatchNorm tha
 but TorchScript also writes the no-op fp32 casts of the stage combinations (blocks.upcast_half, 28 in
 a depth-58 RK4 model) and one Constant node per coefficient, where dynamo's onnxscript optimiser leaves
 none. Dynamo traces LM blocks (which return a tuple) and the `_adaptive` step sizes as plain
-tensors. It exports more slowly (BENCHMARKS.md has the figures).
+tensors. It exports more slowly than the TorchScript exporter.
 
 Verification (on by default; `--no-verify` skips it): onnx.checker, then onnxruntime against the
 PyTorch model at batch 1 and a larger batch, on random inputs and on image files decoded and
