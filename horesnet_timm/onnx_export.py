@@ -23,6 +23,7 @@ The file is written under a temporary name in the output directory and renamed i
 after it passed, so a failure leaves nothing behind.
 """
 import argparse
+import errno
 import json
 import logging
 import os
@@ -269,17 +270,23 @@ def export_onnx(
     metadata.update(opset=str(opset), dynamic_batch=json.dumps(dynamic_batch), dynamic_size=json.dumps(dynamic_size))
     input_size = json.loads(metadata['input_size'])
     with atomic_output(output) as tmp, tempfile.TemporaryDirectory(prefix='horesnet-export-') as work:
-        path = os.path.join(work, 'model.onnx')
-        _export(model, path, input_size, opset, dynamic_batch, dynamic_size, batch_size, half=precision == 'fp16')
-        samples = list(images) + synthetic_images(work)
-        if precision == 'int8':
-            calibration = synthetic_images(work, count=16, seed=1)  # other images than the verification's
-            cfg = decode_metadata(metadata)
-            _to_int8(path, path + '.int8', np.stack([preprocess(load_image(p, input_size[0]), cfg)
-                                                     for p in calibration + list(images)]),
-                     batch=1 if dynamic_batch else batch_size)
-            path += '.int8'
-        proto = onnx.load(path)
+        try:  # everything up to the final save writes to the scratch folder, not to the output's
+            path = os.path.join(work, 'model.onnx')
+            _export(model, path, input_size, opset, dynamic_batch, dynamic_size, batch_size, half=precision == 'fp16')
+            samples = list(images) + synthetic_images(work)
+            if precision == 'int8':
+                calibration = synthetic_images(work, count=16, seed=1)  # other images than the verification's
+                cfg = decode_metadata(metadata)
+                _to_int8(path, path + '.int8', np.stack([preprocess(load_image(p, input_size[0]), cfg)
+                                                         for p in calibration + list(images)]),
+                         batch=1 if dynamic_batch else batch_size)
+                path += '.int8'
+            proto = onnx.load(path)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise ExportError(f"the scratch folder '{os.path.dirname(work)}' is full (the export's working files go "
+                              f"there): free space in it, or point TMPDIR at a folder with space") from e
         written = next((o.version for o in proto.opset_import if o.domain in ('', 'ai.onnx')), None)
         if written != opset:
             raise ExportError(f'asked for opset {opset}, but the exporter wrote opset {written}; ask for {written}')

@@ -390,7 +390,11 @@ def test_a_signal_during_export_leaves_nothing(tmp_path, sig):
 def test_disk_full_is_named_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     import errno
 
-    def full(proto, path, *args, **kwargs):
+    save = onnx.save
+
+    def full(proto, path, *args, **kwargs):  # the output's disk is full; the scratch folder is elsewhere
+        if not str(path).startswith(str(tmp_path)):
+            return save(proto, path, *args, **kwargs)
         with open(path, 'wb') as f:
             f.write(b'\0' * 1000)  # part of the file, then the device fills up
         raise OSError(errno.ENOSPC, 'No space left on device', str(path))
@@ -399,3 +403,15 @@ def test_disk_full_is_named_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert 'no space left on the device: free some space or write elsewhere' in err and 'Traceback' not in err
     assert onnx_files(tmp_path) == []
+
+
+def test_a_full_scratch_folder_is_not_called_a_full_output_disk(tmp_path, capsys, monkeypatch):
+    import errno
+    from horesnet_timm import onnx_export
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(onnx_export, '_export', full)
+    assert main(['export', 'horesnet10_rk4', '-o', str(tmp_path / 'x.onnx'), '--no-verify']) == 1
+    err = capsys.readouterr().err
+    assert 'the scratch folder' in err and 'TMPDIR' in err and os.listdir(tmp_path) == []
