@@ -32,7 +32,7 @@ COMMANDS = {
     'hub': ('horesnet_timm.hub', 'publish weights on the Hugging Face Hub (push, publish-shipped)'),
     'export': ('horesnet_timm.onnx_export', 'export a model to ONNX with its preprocessing metadata, verified '
                                             'against PyTorch in onnxruntime'),
-    'restack': ('horesnet_timm.restack', 'show how a timm model (resnet50, convnext_atto, ...) restacks by a scheme: '
+    'restack': ('horesnet_timm.commands.restack', 'show how a timm model (resnet50, convnext_atto, ...) restacks by a scheme: '
                                          'runs, groups, remainders, params and MACs against the base'),
     'predict': ('horesnet_timm.predict', 'classify images with an exported ONNX file (onnxruntime, numpy and '
                                          'pillow only)'),

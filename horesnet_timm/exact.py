@@ -11,7 +11,7 @@ from fractions import Fraction
 from numbers import Rational
 from typing import Union
 
-__all__ = ['QuadraticSurd', 'Exact', 'sqrt', 'to_exact', 'is_zero']
+__all__ = ['QuadraticSurd', 'Exact', 'sqrt', 'to_exact']
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,7 @@ A one-stage tableau with b = (1,) and a fixed step is `x + (block(x) - x)`: the 
 such a group keeps the block unwrapped. That is what makes `scheme='euler'` the base model bit for
 bit, and what the remainders are.
 """
-import argparse
-import copy
 import re
-import statistics
-import sys
-import time
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -36,11 +31,10 @@ from timm.layers import get_device_dtype
 
 from .blocks import MultistepBlock, SchemeBlock
 from .errors import HoresnetError
-from .machine import cpu_name, reset_peak, vm_bytes
 from .schemes import Scheme, get_scheme, list_schemes
 
 __all__ = ['RestackError', 'Increment', 'Family', 'FAMILIES', 'REFUSED', 'Run', 'RestackPlan', 'plan_restack',
-           'restack', 'measure_cost', 'compare_cost', 'benchmark', 'add_arguments', 'run']
+           'restack', 'measure_cost', 'compare_cost']
 
 ALWAYS = 'always'  # every block of the class adds its input unchanged
 
@@ -556,145 +550,3 @@ def compare_cost(base: nn.Module, restacked: nn.Module, input_size: Optional[Seq
                                                      .learn_step_size else 'k_n per LM block but the first of a run')
                      + ')')
     return '\n'.join(lines)
-
-
-# --- CPU cost: time and peak memory of a training step and of inference ---
-
-def _measure(fn) -> Tuple[float, float, Optional[int]]:
-    """Wall seconds, CPU seconds of the process, and the peak resident memory above the start (None where
-    Linux's counters are missing)."""
-    import gc
-    gc.collect()
-    peak_known = reset_peak()
-    start_rss = vm_bytes('VmRSS')
-    t0, c0 = time.perf_counter(), time.process_time()
-    fn()
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak = vm_bytes('VmHWM')
-    return seconds, cpu, (peak - start_rss if peak_known and peak is not None and start_rss is not None else None)
-
-
-def benchmark(base: nn.Module, restacked: nn.Module, input_size: Sequence[int], batch_size: int = 8,
-              repeats: int = 7, warmup: int = 2, seed: int = 0) -> Dict[str, Dict[str, float]]:
-    """Medians over `repeats` interleaved runs (after `warmup`) of a training step (forward, cross-entropy,
-    backward, SGD step) and of inference (eval, no_grad), for both models on CPU.
-
-    Time is wall-clock and the process's CPU time (which other processes on a shared machine disturb
-    less). Peak memory is the growth of the process's peak resident memory during the call, with
-    glibc's mmap threshold fixed at 128 KiB (mallopt) so that freed tensors leave the resident set.
-    Returns {'base': {...}, 'restacked': {...}} with train_s, train_cpu_s, train_peak and the same for infer.
-    """
-    try:  # large allocations are mmapped and returned to the OS on free, so RSS follows live tensors
-        import ctypes
-        ctypes.CDLL('libc.so.6').mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, *input_size, generator=g)
-    y = torch.randint(0, max(base.num_classes, 1), (batch_size,), generator=g)
-    models = {'base': base, 'restacked': restacked}
-    optimizers = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()}
-    state = {k: copy.deepcopy(m.state_dict()) for k, m in models.items()}
-
-    def train(key):
-        model, opt = models[key], optimizers[key]
-        model.train()
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-
-    def infer(key):
-        model = models[key].eval()
-        with torch.no_grad():
-            model(x)
-
-    results = {k: {f'{w}_{m}': [] for w in ('train', 'infer') for m in ('s', 'cpu_s', 'peak')} for k in models}
-    for i in range(warmup + repeats):
-        for key in models:
-            for what, fn in (('train', train), ('infer', infer)):
-                seconds, cpu, peak = _measure(lambda: fn(key))
-                if i >= warmup:
-                    results[key][f'{what}_s'].append(seconds)
-                    results[key][f'{what}_cpu_s'].append(cpu)
-                    results[key][f'{what}_peak'].append(peak)
-    for key, model in models.items():
-        optimizers[key].zero_grad(set_to_none=True)
-        model.load_state_dict(state[key])  # the steps changed the weights: give them back
-    return {k: {m: (statistics.median(v) if None not in v else None) for m, v in r.items()} for k, r in results.items()}
-
-
-def format_benchmark(result: Dict[str, Dict[str, float]]) -> str:
-    a, b = result['base'], result['restacked']
-    mib = lambda v: f'{v / 2 ** 20:.1f} MiB' if v is not None else 'n/a'
-    ratio = lambda u, v: f'{v / u:.3f}' if u and v is not None else 'n/a'
-    ms = lambda v: f'{v * 1e3:.1f} ms'
-    rows = [('', 'base', 'restacked', 'ratio')]
-    for what, label in (('train', 'training step'), ('infer', 'inference')):
-        rows += [(f'{label}, wall', ms(a[f'{what}_s']), ms(b[f'{what}_s']), ratio(a[f'{what}_s'], b[f'{what}_s'])),
-                 (f'{label}, CPU time', ms(a[f'{what}_cpu_s']), ms(b[f'{what}_cpu_s']),
-                  ratio(a[f'{what}_cpu_s'], b[f'{what}_cpu_s'])),
-                 (f'{label}, peak memory', mib(a[f'{what}_peak']), mib(b[f'{what}_peak']),
-                  ratio(a[f'{what}_peak'], b[f'{what}_peak']))]
-    width = [max(len(r[i]) for r in rows) for i in range(4)]
-    line = lambda r: '  '.join(v.ljust(width[0]) if i == 0 else v.rjust(width[i]) for i, v in enumerate(r))
-    return '\n'.join(line(r) for r in rows)
-
-
-# --- the `horesnet restack` command ---
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .arguments import non_negative_int, positive_int
-    from .loading import _ModelKwargs
-    parser.add_argument('base', metavar='BASE',
-                        help='a timm model name, e.g. resnet50, convnext_atto, vit_tiny_patch16_224')
-    parser.add_argument('--scheme', default='rk4', help='stacking scheme (default rk4; horesnet tour lists them)')
-    parser.add_argument('--learn-step-size', action='store_true', help='one learnable step size h per restacked block')
-    parser.add_argument('--model-kwargs', nargs='*', default={}, action=_ModelKwargs, metavar='KEY=VALUE',
-                        help='create_model arguments of the base, e.g. num_classes=10 layers="(3, 4, 6, 3)"')
-    parser.add_argument('--input-size', type=positive_int, nargs=3, metavar=('C', 'H', 'W'),
-                        help="input size at which shapes and MACs are measured (default: the model's)")
-    group = parser.add_argument_group('CPU benchmark')
-    group.add_argument('--benchmark', action='store_true',
-                       help='also time a training step and inference, and their peak memory, against the base '
-                            '(random weights and data, interleaved repeats, medians)')
-    group.add_argument('--batch-size', type=positive_int, default=8, help='benchmark batch (default 8)')
-    group.add_argument('--repeats', type=positive_int, default=7, help='timed repeats per model (default 7)')
-    group.add_argument('--warmup', type=non_negative_int, default=2, help='untimed repeats first (default 2)')
-    group.add_argument('--threads', type=positive_int, help='torch threads (default: torch\'s own)')
-
-
-def run(args: argparse.Namespace) -> int:
-    import platform
-    import timm
-    from .loading import LoadError
-    kwargs = dict(args.model_kwargs or {})
-    if not timm.is_model(args.base):
-        raise LoadError(f"unknown timm model '{args.base}'; timm.list_models() lists them")
-    try:
-        base = timm.create_model(args.base, device='meta', **kwargs)
-    except (TypeError, ValueError, AssertionError) as e:
-        raise LoadError(f'cannot build {args.base} with {kwargs}: {e}') from e
-    restacked = restack(copy.deepcopy(base), args.scheme, args.learn_step_size, args.input_size)
-    print(restacked.restack_plan.format())
-    print()
-    print(compare_cost(base, restacked, args.input_size))
-    if args.benchmark:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        torch.manual_seed(0)
-        base = timm.create_model(args.base, **kwargs)
-        restacked = restack(copy.deepcopy(base), args.scheme, args.learn_step_size, args.input_size)
-        input_size = tuple(args.input_size or _input_size(base))
-        result = benchmark(base, restacked, input_size, args.batch_size, args.repeats, args.warmup)
-        threads = torch.get_num_threads()
-        print(f"\nCPU ({cpu_name()}, {threads} thread{'s' * (threads != 1)}), batch {args.batch_size} at "
-              f"{'x'.join(map(str, input_size))}, medians of {args.repeats} interleaved repeats after {args.warmup} "
-              f"warm-up; python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__}")
-        print(format_benchmark(result))
-    return 0
-
-
-if __name__ == '__main__':
-    from .cli import main
-    sys.exit(main(['restack'] + sys.argv[1:]))

@@ -3,7 +3,6 @@
 own FX feature extractor, and the Hub metadata of our cards."""
 import json
 
-import numpy as np
 import pytest
 import timm
 import torch
