@@ -35,7 +35,7 @@ def test_missing_optional_package_names_the_extra(monkeypatch, tmp_path, capsys)
 def test_an_unexpected_error_is_reported_not_dumped(monkeypatch, capsys):
     def bug(args):
         raise ZeroDivisionError('division by zero')
-    monkeypatch.setattr('horesnet_timm.tour.run', bug)
+    monkeypatch.setattr('horesnet_timm.commands.tour.run', bug)
     assert main(['tour']) == 1
     err = capsys.readouterr().err
     assert 'internal error (ZeroDivisionError: division by zero)' in err and '--debug' in err and 'Traceback' not in err
@@ -44,7 +44,7 @@ def test_an_unexpected_error_is_reported_not_dumped(monkeypatch, capsys):
 def test_interrupt_exits_130(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
-    monkeypatch.setattr('horesnet_timm.tour.run', interrupted)
+    monkeypatch.setattr('horesnet_timm.commands.tour.run', interrupted)
     assert main(['tour']) == 130
 
 

@@ -7,7 +7,7 @@ import os
 import pytest
 from PIL import Image
 
-from horesnet_timm import demo
+from horesnet_timm.commands import demo
 from horesnet_timm.cli import main
 
 

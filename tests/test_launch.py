@@ -47,7 +47,7 @@ def _checkpoint(tmp_path):
 
 
 def test_recorded_model_kwargs_join_the_users(tmp_path):
-    from horesnet_timm.launch import fill_from_checkpoint
+    from horesnet_timm.commands.run import fill_from_checkpoint
     checkpoint = _checkpoint(tmp_path)
     argv = fill_from_checkpoint(_script(tmp_path), ['--checkpoint', checkpoint, '--model-kwargs', 'drop_rate=0.0'])
     i = argv.index('--model-kwargs')
@@ -58,7 +58,7 @@ def test_recorded_model_kwargs_join_the_users(tmp_path):
 
 
 def test_users_image_size_is_kept(tmp_path):
-    from horesnet_timm.launch import fill_from_checkpoint
+    from horesnet_timm.commands.run import fill_from_checkpoint
     argv = fill_from_checkpoint(_script(tmp_path), ['--checkpoint', _checkpoint(tmp_path), '--img-size', '32'])
     assert '--input-size' not in argv and argv[argv.index('--img-size') + 1] == '32'
     assert argv[argv.index('--in-chans') + 1] == '1'
@@ -67,7 +67,7 @@ def test_users_image_size_is_kept(tmp_path):
 def test_contradicting_mean_is_refused(tmp_path):
     import pytest
     from horesnet_timm.errors import HoresnetError
-    from horesnet_timm.launch import fill_from_checkpoint
+    from horesnet_timm.commands.run import fill_from_checkpoint
     with pytest.raises(HoresnetError, match='trained with --mean 0.5'):
         fill_from_checkpoint(_script(tmp_path), ['--checkpoint', _checkpoint(tmp_path), '--mean', '0.3'])
     argv = fill_from_checkpoint(_script(tmp_path), ['--checkpoint', _checkpoint(tmp_path), '--mean', '0.50'])

@@ -20,9 +20,9 @@ FLOORS = [
     ['restack'],
     ['models.restacked', 'models', 'loading'],
     # the tools above it: the torch-free runner, then everything that builds on the loader
-    ['predict', 'diagram', 'tour', 'cards', 'launch'],
+    ['predict', 'diagram', 'cards'],
     ['onnx_export', 'hub'],
-    ['bench', 'demo', 'commands', 'commands.restack'],
+    ['commands', 'commands.bench', 'commands.demo', 'commands.restack', 'commands.run', 'commands.tour'],
     ['cli', '__main__'],
 ]
 FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from horesnet_timm.cli import main
-from horesnet_timm.tour import measure
+from horesnet_timm.stats import measure
 
 README = Path(__file__).resolve().parents[1] / 'README.md'
 

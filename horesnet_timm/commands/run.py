@@ -21,7 +21,7 @@ import sys
 import traceback
 from typing import Dict, List, Optional
 
-from .errors import HoresnetError
+from ..errors import HoresnetError
 
 
 def add_arguments(parser) -> None:
@@ -82,8 +82,8 @@ def _insert_after(argv: List[str], flag: str, items: List[str]) -> List[str]:
 def fill_from_checkpoint(script: str, argv: List[str]) -> List[str]:
     """`argv` plus the model and data flags of a train.py checkpoint given with --checkpoint."""
     import ast
-    from .checkpoint import checkpoint_meta
-    from .loading import refuse_conflicts
+    from ..checkpoint import checkpoint_meta
+    from ..loading import refuse_conflicts
     checkpoint = _flag_values(argv, '--checkpoint')
     with open(script, encoding='utf-8', errors='replace') as f:
         source = f.read()

@@ -32,9 +32,9 @@ import time
 from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional
 
-from .errors import HoresnetError, UsageError
-from .fileio import atomic_output, describe_os_error, output_directory
-from .machine import cpu_name, reset_peak, vm_bytes
+from ..errors import HoresnetError, UsageError
+from ..fileio import atomic_output, describe_os_error, output_directory
+from ..machine import cpu_name, reset_peak, vm_bytes
 
 __all__ = ['MODELS', 'QUICK_MODELS', 'ORT_VARIANTS', 'machine_line', 'add_arguments', 'run']
 
@@ -58,7 +58,7 @@ def machine_line(device: str, threads: int) -> str:
     """One line naming the machine and every version that shapes the figures."""
     import timm
     import torch
-    from . import __version__
+    from .. import __version__
     parts = [platform.platform(), f'{cpu_name()}, {os.cpu_count()} CPUs, {threads} threads']
     if device == 'cuda':
         parts.append(f'{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}, '
@@ -154,7 +154,7 @@ def _infer(model, args, batch: int, compiled=None) -> Callable[[], None]:
 
 def _export(model, path: str, precision: str):
     import copy
-    from .onnx_export import export_onnx
+    from ..onnx_export import export_onnx
     export_onnx(copy.deepcopy(model).cpu().float().eval(), path, precision=precision, check=False)
 
 
@@ -248,7 +248,7 @@ def _probe(args) -> Dict:
 
 
 def _probe_in_process(name: str, mode: str, kind: str, args, onnx_path: str = '', variant: str = 'all') -> Dict:
-    cmd = [sys.executable, '-m', 'horesnet_timm.bench', '--probe', kind, '--models', name, '--modes', mode,
+    cmd = [sys.executable, '-m', 'horesnet_timm.commands.bench', '--probe', kind, '--models', name, '--modes', mode,
            '--threads', str(args.threads), '--img-size', str(args.img_size), '--train-batch', str(args.train_batch),
            '--infer-batch', str(args.infer_batch), '--ort-batch', str(args.ort_batch), '--amp', args.amp,
            '--device', args.device, '--ort-variant', variant]

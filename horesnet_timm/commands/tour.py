@@ -5,8 +5,8 @@ from typing import Dict, List
 
 import timm
 import torch
-from .schemes import get_scheme, list_schemes
-from .stats import measure
+from ..schemes import get_scheme, list_schemes
+from ..stats import measure
 
 __all__ = ['scheme_rows', 'model_rows', 'format_table', 'run_tour']
 
@@ -33,7 +33,7 @@ def format_table(rows: List[Dict], markdown: bool = False, floats: str = '.3f') 
 
 
 def run_tour(markdown: bool = False) -> None:
-    from . import __version__
+    from .. import __version__
     print(f'horesnet-timm {__version__} | timm {timm.__version__} | torch {torch.__version__} | '
           f'python {platform.python_version()} | {platform.machine()}\n')
     print('Stacking schemes (exact Butcher tableaus; orders proven by tests/test_schemes.py)')

@@ -29,7 +29,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .arguments import non_negative_int, positive_float, positive_int
+from ..arguments import non_negative_int, positive_float, positive_int
 
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'  # Debian's dataset-fashion-mnist
 DEFAULT_ROOT = 'horesnet-demo'
@@ -76,7 +76,7 @@ def _read_idx(path: str) -> np.ndarray:
 
 
 def load_fashion_mnist(seed: int, limit: int) -> Data:
-    from .errors import HoresnetError
+    from ..errors import HoresnetError
     files = {k: os.path.join(FASHION_MNIST_DIR, f'{k}-ubyte.gz') for k in
              ('train-images-idx3', 'train-labels-idx1', 't10k-images-idx3', 't10k-labels-idx1')}
     missing = [f for f in files.values() if not os.path.isfile(f)]
@@ -90,7 +90,7 @@ def load_fashion_mnist(seed: int, limit: int) -> Data:
     test = rng.permutation(len(test_x))[:max(limit // 3, 1)]
     splits = dict(train=(train_x[train[:limit]], train_y[train[:limit]]),
                   validation=(train_x[train[limit:]], train_y[train[limit:]]), test=(test_x[test], test_y[test]))
-    from .models.cifar import FASHION_MNIST_LABELS
+    from ..models.cifar import FASHION_MNIST_LABELS
     return Data('fashion-mnist', splits, FASHION_MNIST_LABELS,
                 f'Fashion-MNIST ({limit} training images of 60000, from {FASHION_MNIST_DIR})')
 
@@ -190,8 +190,8 @@ def ascii_digit(image: np.ndarray) -> List[str]:
 
 
 def _run_folder(args) -> Tuple[Path, bool]:
-    from .errors import UsageError
-    from .fileio import output_directory
+    from ..errors import UsageError
+    from ..fileio import output_directory
     if args.output:
         target = Path(args.output)
         if target.exists() and not args.overwrite:
@@ -226,8 +226,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_choices(args) -> None:
     """The model and schemes, named before any work: a typo is a usage error, not a failure after training."""
     import timm
-    from .errors import UsageError
-    from .schemes import list_schemes
+    from ..errors import UsageError
+    from ..schemes import list_schemes
     models = [m for m in timm.list_models('horesnet*') if timm.get_pretrained_cfg(m).input_size[-1] != 224]
     if args.model not in models:
         raise UsageError(f"--model {args.model}: the demo trains a CIFAR-layout horesnet model twice, stacked two "
@@ -241,12 +241,12 @@ def run(args) -> int:
     import timm
     import torch
     from timm.data import resolve_data_config
-    from . import __version__
-    from .fileio import atomic_output
-    from .hub import stage
-    from .loading import Loaded
-    from .onnx_export import export_onnx
-    from .predict import Predictor
+    from .. import __version__
+    from ..fileio import atomic_output
+    from ..hub import stage
+    from ..loading import Loaded
+    from ..onnx_export import export_onnx
+    from ..predict import Predictor
     from PIL import Image
 
     started = time.perf_counter()
