@@ -21,14 +21,14 @@ COMMANDS = {
     'demo': ('horesnet_timm.commands.demo', 'train an HO-ResNet and its Euler twin on real data, compare them, export to '
                                    'ONNX, stage a Hub folder and reload it (the default command; no download, '
                                    'no GPU, minutes on a laptop CPU)'),
-    'draw': ('horesnet_timm.diagram', "draw a scheme block's data flow from its Butcher tableau (.png, .svg)"),
+    'draw': ('horesnet_timm.commands.draw', "draw a scheme block's data flow from its Butcher tableau (.png, .svg)"),
     'tour': ('horesnet_timm.commands.tour', 'list the schemes and the registered models with their parameters and MACs, '
                                    'measured live'),
     'bench': ('horesnet_timm.commands.bench', 'time and memory of every scheme against Euler stacking at the same depth '
                                      '(eager, torch.compile, onnxruntime; CPU or CUDA), as a table and a chart'),
     'run': ('horesnet_timm.commands.run', "run a timm script (validate.py, inference.py, benchmark.py, ...) with the "
                                     "horesnet models registered"),
-    'card': ('horesnet_timm.cards', 'render a Hugging Face Hub model card with measured stats'),
+    'card': ('horesnet_timm.commands.card', 'render a Hugging Face Hub model card with measured stats'),
     'hub': ('horesnet_timm.hub', 'publish weights on the Hugging Face Hub (push, publish-shipped)'),
     'export': ('horesnet_timm.onnx_export', 'export a model to ONNX with its preprocessing metadata, verified '
                                             'against PyTorch in onnxruntime'),

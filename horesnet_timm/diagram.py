@@ -1,4 +1,4 @@
-"""`horesnet draw SCHEME -o file.png|.svg`: a block's data flow, generated from the tableau the block runs.
+"""A block's data flow drawn from the tableau the block runs (`horesnet draw SCHEME -o file.png|.svg`).
 
 The drawing is the Butcher tableau as a circuit. The block input x runs down a bus on the left.
 Row i is stage i's input, x + h sum_j a_ij k_j: it leaves the bus and runs right into F_i, which
@@ -9,12 +9,11 @@ dot per non-zero b_i. Crossings without a dot are zero coefficients. Labels are 
 for Verner's 8th-order scheme "because of the complicated connections"; this one comes from the
 same data as the block, and matplotlib draws it (lines, markers, boxes, arrows).
 """
-import argparse
 import textwrap
 from pathlib import Path
 from typing import Optional, Tuple
 
-__all__ = ['draw_scheme', 'add_arguments', 'run']
+__all__ = ['FORMATS', 'fingerprint', 'draw_scheme']
 
 FORMATS = ('.png', '.svg', '.pdf')
 LAYOUT = 1  # bump when the drawing changes, so committed drawings are known to be stale
@@ -90,26 +89,3 @@ def draw_scheme(name: str, path: str, dpi: int = 100, fmt: Optional[str] = None)
     fig.savefig(path, format=fmt, dpi=dpi, metadata={key: f'horesnet draw {scheme.name}; tableau {fingerprint(name)}'})
     plt.close(fig)
     return junctions_a, junctions_b
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('scheme', help='a scheme name: horesnet_timm.list_schemes()')
-    parser.add_argument('-o', '--output', required=True, help='the drawing: .png, .svg or .pdf')
-
-
-def run(args) -> int:
-    from .errors import HoresnetError, UsageError
-    from .fileio import atomic_output
-    from .schemes import get_scheme
-    suffix = Path(args.output).suffix.lower()
-    if suffix not in FORMATS:
-        raise UsageError(f"-o {args.output}: give a file ending in {', '.join(FORMATS)}")
-    try:
-        scheme = get_scheme(args.scheme)
-    except ValueError as e:
-        raise HoresnetError(str(e)) from None
-    with atomic_output(args.output) as tmp:  # the format is given: the temporary name ends in .tmp
-        edges = draw_scheme(scheme.name, str(tmp), fmt=suffix[1:])
-    print(f'wrote {args.output}: {scheme.name}, {scheme.stages} stage{"s" * (scheme.stages > 1)}, {edges[0]} non-zero '
-          f'a_ij, {edges[1]} non-zero b_i')
-    return 0

@@ -22,7 +22,8 @@ FLOORS = [
     # the tools above it: the torch-free runner, then everything that builds on the loader
     ['predict', 'diagram', 'cards'],
     ['onnx_export', 'hub'],
-    ['commands', 'commands.bench', 'commands.demo', 'commands.restack', 'commands.run', 'commands.tour'],
+    ['commands', 'commands.bench', 'commands.card', 'commands.demo', 'commands.draw', 'commands.restack',
+     'commands.run', 'commands.tour'],
     ['cli', '__main__'],
 ]
 FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}
