@@ -30,7 +30,7 @@ COMMANDS = {
                                     "horesnet models registered"),
     'card': ('horesnet_timm.commands.card', 'render a Hugging Face Hub model card with measured stats'),
     'hub': ('horesnet_timm.hub', 'publish weights on the Hugging Face Hub (push, publish-shipped)'),
-    'export': ('horesnet_timm.onnx_export', 'export a model to ONNX with its preprocessing metadata, verified '
+    'export': ('horesnet_timm.commands.export', 'export a model to ONNX with its preprocessing metadata, verified '
                                             'against PyTorch in onnxruntime'),
     'restack': ('horesnet_timm.commands.restack', 'show how a timm model (resnet50, convnext_atto, ...) restacks by a scheme: '
                                          'runs, groups, remainders, params and MACs against the base'),
