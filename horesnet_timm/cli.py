@@ -29,7 +29,7 @@ COMMANDS = {
     'run': ('horesnet_timm.commands.run', "run a timm script (validate.py, inference.py, benchmark.py, ...) with the "
                                     "horesnet models registered"),
     'card': ('horesnet_timm.commands.card', 'render a Hugging Face Hub model card with measured stats'),
-    'hub': ('horesnet_timm.hub', 'publish weights on the Hugging Face Hub (push, publish-shipped)'),
+    'hub': ('horesnet_timm.commands.hub', 'publish weights on the Hugging Face Hub (push, publish-shipped)'),
     'export': ('horesnet_timm.commands.export', 'export a model to ONNX with its preprocessing metadata, verified '
                                             'against PyTorch in onnxruntime'),
     'restack': ('horesnet_timm.commands.restack', 'show how a timm model (resnet50, convnext_atto, ...) restacks by a scheme: '

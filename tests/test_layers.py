@@ -22,7 +22,7 @@ FLOORS = [
     # the tools above it: the torch-free runner, then everything that builds on the loader
     ['predict', 'diagram', 'cards'],
     ['onnx_export', 'hub'],
-    ['commands', 'commands.bench', 'commands.card', 'commands.demo', 'commands.draw', 'commands.export', 'commands.restack',
+    ['commands', 'commands.bench', 'commands.card', 'commands.demo', 'commands.draw', 'commands.export', 'commands.hub', 'commands.restack',
      'commands.run', 'commands.tour'],
     ['cli', '__main__'],
 ]
