@@ -1,7 +1,8 @@
 """The `horesnet` command: one sub-command per module, and the one place errors become exit statuses.
 
-Each module named in COMMANDS defines `add_arguments(parser)` and `run(args) -> int`, and keeps
-its heavy imports inside `run`, so `horesnet --help` stays fast.
+Each module named in COMMANDS (horesnet_timm/commands/, and predict.py for the torch-free runner) defines
+`add_arguments(parser)` and `run(args) -> int`. (Importing any of them imports the package, which registers
+the models with timm and so imports torch: `horesnet --help` takes as long as `import horesnet_timm`.)
 
 Exit statuses, for every sub-command: 0 success; 1 a failure with a cause the user can act on
 (HoresnetError, a bad image, an operating-system error such as a full disk), printed as one line

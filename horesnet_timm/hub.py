@@ -19,8 +19,6 @@ from .errors import HoresnetError
 from .fileio import atomic_output, regular_file, umask
 from .loading import explain_hub_error
 
-# torch, timm and huggingface_hub are imported where used, so `horesnet --help` stays fast
-
 __all__ = ['HubError', 'stage', 'check_folder', 'push', 'load_from_hub', 'shipped_folders', 'check_shipped']
 
 WEIGHTS, CONFIG, CARD, ONNX = 'model.safetensors', 'config.json', 'README.md', 'model.onnx'
