@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / 'horesnet_timm'
 
 FLOORS = [
     # the library (`import horesnet_timm` loads these)
-    ['errors', 'exact', 'machine', 'arguments'],
+    ['errors', 'exact', 'machine'],
     ['schemes', 'fileio', 'stats'],
     ['blocks', 'cifar_augment'],
     ['models.horesnet'],
@@ -22,8 +22,9 @@ FLOORS = [
     # the tools above it: the torch-free runner, then everything that builds on the loader
     ['predict', 'diagram', 'cards'],
     ['onnx_export', 'hub'],
-    ['commands', 'commands.bench', 'commands.card', 'commands.demo', 'commands.draw', 'commands.export', 'commands.hub', 'commands.restack',
-     'commands.run', 'commands.tour'],
+    ['commands', 'commands.arguments'],
+    ['commands.bench', 'commands.card', 'commands.demo', 'commands.draw', 'commands.export', 'commands.hub',
+     'commands.restack', 'commands.run', 'commands.tour'],
     ['cli', '__main__'],
 ]
 FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}

@@ -12,7 +12,8 @@ from timm.models import save_for_hf
 import horesnet_timm  # noqa: F401
 from horesnet_timm.checkpoint import CheckpointError
 from horesnet_timm.errors import UsageError
-from horesnet_timm.loading import LoadError, add_model_arguments, architecture_of, load_from_args, load_model
+from horesnet_timm.commands.arguments import add_model_arguments, load_from_args
+from horesnet_timm.loading import LoadError, architecture_of, load_model
 
 from conftest import randomised, train_py_checkpoint
 

@@ -1,8 +1,8 @@
 """`horesnet card MODEL`: the Hub model card a push would publish (cards.py), printed or written."""
 from ..cards import EVAL_KEYS, load_eval_record, published_record, render_card
 from ..fileio import atomic_output, output_directory
-from ..loading import add_model_arguments, load_from_args
 from ..stats import measure
+from .arguments import add_model_arguments, load_from_args
 
 __all__ = ['add_arguments', 'run']
 

@@ -29,7 +29,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ..arguments import non_negative_int, positive_float, positive_int
+from .arguments import non_negative_int, positive_float, positive_int
 
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'  # Debian's dataset-fashion-mnist
 DEFAULT_ROOT = 'horesnet-demo'

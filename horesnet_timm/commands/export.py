@@ -7,13 +7,12 @@ import os
 import sys
 from typing import Dict, List
 
-from ..arguments import positive_float, positive_int
 from ..errors import UsageError
 from ..fileio import output_directory
-from ..loading import add_model_arguments, load_from_args
 from ..onnx_export import (DEFAULT_OPSET, DYNAMO_MIN_OPSET, FP32_TOL, MIN_OPSET, PRECISIONS, export_onnx,
                            opset_range)
 from ..predict import list_images
+from .arguments import add_model_arguments, load_from_args, positive_float, positive_int
 
 __all__ = ['format_checks', 'add_arguments', 'run']
 

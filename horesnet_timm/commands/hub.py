@@ -11,7 +11,8 @@ from .. import __version__
 from ..cards import load_eval_record, published_record
 from ..errors import UsageError
 from ..hub import CARD, CONFIG, NO_TOKEN, WEIGHTS, HubError, check_shipped, push, shipped_folders, stage
-from ..loading import add_model_arguments, explain_hub_error, load_from_args, rgb_equivalent
+from ..loading import explain_hub_error, rgb_equivalent
+from .arguments import add_model_arguments, load_from_args
 
 __all__ = ['add_arguments', 'run', 'publish_shipped']
 

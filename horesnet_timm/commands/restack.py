@@ -10,10 +10,10 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..arguments import non_negative_int, positive_int
-from ..loading import LoadError, _ModelKwargs
+from ..loading import LoadError
 from ..machine import cpu_name, reset_peak, vm_bytes
 from ..restack import _input_size, compare_cost, restack
+from .arguments import ModelKwargs, non_negative_int, positive_int
 
 __all__ = ['benchmark', 'format_benchmark', 'add_arguments', 'run']
 
@@ -108,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='a timm model name, e.g. resnet50, convnext_atto, vit_tiny_patch16_224')
     parser.add_argument('--scheme', default='rk4', help='stacking scheme (default rk4; horesnet tour lists them)')
     parser.add_argument('--learn-step-size', action='store_true', help='one learnable step size h per restacked block')
-    parser.add_argument('--model-kwargs', nargs='*', default={}, action=_ModelKwargs, metavar='KEY=VALUE',
+    parser.add_argument('--model-kwargs', nargs='*', default={}, action=ModelKwargs, metavar='KEY=VALUE',
                         help='create_model arguments of the base, e.g. num_classes=10 layers="(3, 4, 6, 3)"')
     parser.add_argument('--input-size', type=positive_int, nargs=3, metavar=('C', 'H', 'W'),
                         help="input size at which shapes and MACs are measured (default: the model's)")
