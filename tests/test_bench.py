@@ -252,3 +252,12 @@ def test_bench_refuses_counts_out_of_range_rather_than_using_defaults(flag, caps
     """0 is a value given, not "unset": it must not quietly start the hour-long default run."""
     assert main(['bench', *flag]) == 2
     assert f'{flag[0]} must be at least' in capsys.readouterr().err
+
+
+def test_a_failed_run_leaves_no_empty_output_folder(tmp_path, capsys):
+    out = tmp_path / 'results'
+    assert main(['bench', '--models', 'horesnet10_nope', '--output', str(out)]) != 0
+    assert not out.exists()
+    (tmp_path / 'file').write_text('x')
+    assert main(['bench', '--quick', '--output', str(tmp_path / 'file')]) == 1
+    assert "is a file; give a folder" in capsys.readouterr().err

@@ -502,12 +502,10 @@ def run(args) -> int:
                 f'after {args.warmup} warm-up runs')
     print(machine)
     print(settings, flush=True)
-    if args.output:
-        try:  # refuse a bad folder before an hour of work
-            os.makedirs(args.output, exist_ok=True)
-        except OSError as e:
-            raise HoresnetError(f"cannot create the output folder '{args.output}': {describe_os_error(e, False)}") from e
-        output_directory(os.path.join(args.output, 'bench'))
+    if args.output:  # refuse a bad folder before an hour of work, but make it only when there is a table to write
+        if os.path.exists(args.output) and not os.path.isdir(args.output):
+            raise HoresnetError(f"--output '{args.output}' is a file; give a folder")
+        output_directory(os.path.join(args.output, 'bench') if os.path.isdir(args.output) else args.output)
     rows = []
     started = time.perf_counter()
     for mode in args.modes:
@@ -516,6 +514,11 @@ def run(args) -> int:
         rows += mode_rows
         print('\n' + tables(mode_rows, args.markdown), flush=True)
         if args.output:  # rewritten after every mode, so a long run that fails late keeps what it measured
+            try:
+                os.makedirs(args.output, exist_ok=True)
+            except OSError as e:
+                raise HoresnetError(f"cannot create the output folder '{args.output}': "
+                                    f"{describe_os_error(e, False)}") from e
             _write(args.output, args.device, rows, command, machine,
                    f'{settings}; wall time {time.perf_counter() - started:.0f} s')
     if args.output:
