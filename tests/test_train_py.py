@@ -34,7 +34,7 @@ ALL_CONFIGS = sorted(f'{p.parent.name}/{p.stem}' for p in CONFIGS.glob('*/*.yaml
 @pytest.fixture(scope='module')
 def scripts(tmp_path_factory):
     folder = tmp_path_factory.mktemp('timm_scripts')
-    for name in ('train.py', 'validate.py', 'inference.py'):
+    for name in ('train.py', 'validate.py', 'inference.py', 'benchmark.py'):
         shutil.copy(Path(TRAIN_PY).with_name(name), folder / name)
     return folder
 
@@ -87,6 +87,22 @@ def test_validate_py_through_launcher(scripts, data, tmp_path):
                 'validation', '--model', 'horesnet10_rk4', '--checkpoint', run / 'last.pth.tar', '-b', '4',
                 '--device', 'cpu', '--workers', '0', '--results-file', tmp_path / 'results.csv'], cwd=tmp_path)
     assert 'Test: [' in log and (tmp_path / 'results.csv').is_file()
+
+
+def test_train_py_and_benchmark_py_through_launcher(scripts, data, tmp_path):
+    """`horesnet run` covers timm's four scripts: train.py (whose own --device-modules is the other way in)
+    and benchmark.py, which without the plugin reports 'Unknown model' and still exits 0."""
+    config = CONFIGS / 'fashion_mnist' / 'horesnet10_euler.yaml'
+    log = _run(['-m', 'horesnet_timm', 'run', scripts / 'train.py', '-c', config, '--data-dir', data['grey'],
+                '--dataset', '', *CPU, '-b', '4', '--epochs', '1', '--output', tmp_path, '--experiment', 'run'],
+               cwd=tmp_path)
+    assert 'Model horesnet10_euler created' in log and (tmp_path / 'run' / 'last.pth.tar').is_file()
+    bench = ['--model', 'horesnet10_euler', '--bench', 'inference', '--num-bench-iter', '5', '--num-warm-iter', '1',
+             '-b', '2', '--device', 'cpu']
+    plain = _run([scripts / 'benchmark.py', *bench], cwd=tmp_path)
+    assert 'Unknown model' in plain
+    log = _run(['-m', 'horesnet_timm', 'run', scripts / 'benchmark.py', *bench], cwd=tmp_path)
+    assert '"infer_samples_per_sec"' in log and 'Unknown model' not in log
 
 
 def _horesnet(*args, cwd):
