@@ -69,7 +69,7 @@ def read_state_dict(path: str, use_ema: bool = True) -> Dict[str, torch.Tensor]:
                 f"checkpoint '{path}' holds pickled Python objects ({blocked.group(1)}), not only tensors; "
                 f"horesnet-timm never runs code from a weights file. Save the weights alone, e.g. "
                 f"torch.save(model.state_dict(), 'weights.pth') or safetensors' save_file") from e
-        except (EOFError, ValueError, KeyError, OSError) as e:
+        except Exception as e:  # whatever else the unpickler trips on in a damaged file (EOF, struct, index, ...)
             raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {e}. The file is truncated, "
                                   f"corrupt, or not a safetensors / torch checkpoint.") from e
     bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)] if isinstance(state_dict, dict) else []
