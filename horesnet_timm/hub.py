@@ -12,6 +12,7 @@ We do not call `push_to_hf_hub` itself: it re-serialises the model into a folder
 pickle file by default) and keeps an existing README, so what it uploads is not what we checked.
 """
 import json
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -52,21 +53,37 @@ def _add_onnx(onnx_path: str, folder: Path) -> str:
     return f"`{model.graph.input[0].name}`, shape ({', '.join(d.dim_param or str(d.dim_value) for d in dims)})"
 
 
-def _check_onnx(path: Path, model, x, source: str) -> None:
-    """The ONNX file must compute what the weights compute, within the exporter's fp32 bound."""
+def _check_onnx(path: Path, model, source: str) -> None:
+    """The ONNX file must compute what the weights compute, checked as `horesnet export` checks its own file:
+    at its precision (fp32 within the exporter's bound, fp16 / int8 by top-1 agreement on images) and batch."""
     try:
-        from .onnx_export import compare, onnx_session, within_tolerance
+        import onnx
+        import torch
+        from .onnx_export import ExportError, compare, onnx_session, synthetic_images, verify, within_tolerance
+        from .predict import REQUIRED_KEYS
     except ImportError as e:
         raise HubError("checking an ONNX file needs onnxruntime: pip install 'horesnet-timm[onnx]'") from e
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     session = onnx_session(str(path))
+    batch = session.get_inputs()[0].shape[0]
+    dynamic = not isinstance(batch, int)
     try:
-        row = compare(model, session, {'random': x[:1].numpy()})[0]  # an export may fix the batch size at 1
-    except ValueError:  # numpy cannot subtract outputs of different shapes
-        row = None
-    if row is None or not within_tolerance(row):
-        detail = f"max |diff| {row['max_abs']:.3g}" if row else 'outputs of another shape'
-        raise HubError(f"ONNX file '{source}' does not compute what these weights compute ({detail}); export it "
-                       f"from the same checkpoint")
+        if all(k in props for k in REQUIRED_KEYS + ('precision',)):
+            with tempfile.TemporaryDirectory(prefix='horesnet-onnx-check-') as work:
+                verify(model.eval(), str(path), props, synthetic_images(work), 2 if dynamic else batch, dynamic,
+                       False, props['precision'])
+        else:  # not written by `horesnet export`: random inputs at the file's batch, the fp32 bound
+            x = torch.randn(1 if dynamic else batch, *model.pretrained_cfg['input_size'],
+                            generator=torch.Generator().manual_seed(0)).numpy()
+            row = compare(model.eval(), session, {'random': x})[0]
+            if not within_tolerance(row):
+                raise ExportError(f"max |diff| {row['max_abs']:.3g} on random inputs")
+    except ExportError as e:
+        raise HubError(f"ONNX file '{source}' does not compute what these weights compute ({e}); export it "
+                       f"from the same checkpoint") from e
+    except ValueError as e:  # outputs of another shape: another model
+        raise HubError(f"ONNX file '{source}' does not compute what these weights compute (its outputs have "
+                       f"another shape: {e}); export it from the same checkpoint") from e
 
 
 def check_folder(folder: Path, model, onnx_source: Optional[str] = None) -> float:
@@ -99,7 +116,7 @@ def check_folder(folder: Path, model, onnx_source: Optional[str] = None) -> floa
                        f"{loaded.pretrained_cfg['architecture']}, scheme {getattr(loaded, 'scheme', '?')} vs "
                        f"{getattr(model, 'scheme', '?')}); not publishing")
     if (folder / ONNX).exists():
-        _check_onnx(folder / ONNX, model, x, onnx_source or str(folder / ONNX))
+        _check_onnx(folder / ONNX, model, onnx_source or str(folder / ONNX))
     return diff
 
 

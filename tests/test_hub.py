@@ -399,3 +399,16 @@ def test_publish_shipped_without_token(tmp_path):
     assert result.returncode == 1 and result.stdout == ''
     assert result.stderr.startswith('horesnet hub: error: no Hugging Face token: run `hf auth login`, or set HF_TOKEN')
     assert '--dry-run' in result.stderr and result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('flags', [['--static-batch', '--batch-size', '4'], ['--precision', 'fp16']])
+def test_onnx_of_the_same_weights_at_another_batch_or_precision_is_accepted(tmp_path, flags):
+    """Checked as `horesnet export` checks its own file: at its batch and precision (fp16 by top-1 agreement)."""
+    from horesnet_timm.cli import main as cli
+    weights = tmp_path / 'w.safetensors'
+    save_file(trained('horesnet10_midpoint').state_dict(), str(weights))
+    exported = tmp_path / 'm.onnx'
+    assert cli(['export', 'horesnet10_midpoint', '--checkpoint', str(weights), '-o', str(exported), '--no-verify',
+                *flags]) == 0
+    assert dry_run('horesnet10_midpoint', '--checkpoint', weights, '--repo-id', 'org/x', '--output-dir',
+                   tmp_path / 'staged', '--onnx', exported) == 0
