@@ -191,6 +191,8 @@ def plot_sweep(sweep, path: Path):
         if diverged:
             ax.scatter(*zip(*diverged), marker='x', s=80, color=line.get_color(), zorder=3)
     ax.set_xscale('log', base=2)
+    ax.set_xlim(0.7, 11)
+    ax.set_ylim(0, 100)  # chance is 10%
     ax.set_xticks(LR_MULTIPLIERS, [f'x{m}\n({0.1 * m:g})' for m in LR_MULTIPLIERS])
     ax.set_xlabel('learning rate (multiple of the recipe\'s 0.1)')
     ax.set_ylabel('validation top-1 (%) after 1 epoch')
