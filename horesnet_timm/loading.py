@@ -250,14 +250,13 @@ def load_model(
         data_config = resolve_input_data_config(model, args={**recorded, **data_args})
     except ValueError as e:
         raise LoadError(f"data config for {source}: {e}") from e
-    for key in ('mean', 'std'):
-        values = [float(v) for v in data_config[key]]
-        if not all(math.isfinite(v) for v in values) or (key == 'std' and min(values) <= 0) \
-                or len(values) != model.in_chans:
-            raise LoadError(f"{key} {values}: the data config needs {model.in_chans} finite number(s), one per input "
-                            f"channel{', each above 0' if key == 'std' else ''}")
+    channels = data_config['input_size'][0]
     known = 'data_args' in meta or (checkpoint is None and (pretrained or _is_hub(source)))
     for key in ('mean', 'std'):
+        values = [float(v) for v in data_config[key]]
+        if not all(math.isfinite(v) for v in values) or (key == 'std' and min(values) <= 0) or len(values) != channels:
+            raise LoadError(f"{key} {values}: the data config needs {channels} finite number(s), one per input "
+                            f"channel{', each above 0' if key == 'std' else ''}")
         if known and key in data_args and tuple(data_config[key]) != tuple(trained_cfg[key]):
             raise LoadError(f"the weights were trained with {key} {list(trained_cfg[key])}; --{key} "
                             f"{list(data_config[key])} would feed them other inputs. Drop --{key}")
