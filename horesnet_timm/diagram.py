@@ -5,7 +5,8 @@ Row i is stage i's input, x + h sum_j a_ij k_j: it leaves the bus and runs right
 sits on the diagonal; F_i's output k_i runs down column i. Where column j crosses row i a dot
 labelled a_ij adds k_j into that input; the last row is the output y = x + h sum_i b_i k_i, with a
 dot per non-zero b_i. Crossings without a dot are zero coefficients. Labels are exact where short
-(1/6, -27/140), else 3 significant digits (Verner's sqrt(6) terms). The paper gave no flowchart
+(1/6, -27/140, 1024/1365), else marked approximate: ≈0.625 (Verner's sqrt(6) terms). LM-ResNet's
+multistep rule adds the previous block's input u_{n-1} into the output with its learned weight k_n. The paper gave no flowchart
 for Verner's 8th-order scheme "because of the complicated connections"; this one comes from the
 same data as the block, and matplotlib draws it (lines, markers, boxes, arrows).
 """
@@ -16,7 +17,7 @@ from typing import Optional, Tuple
 __all__ = ['FORMATS', 'fingerprint', 'draw_scheme']
 
 FORMATS = ('.png', '.svg', '.pdf')
-LAYOUT = 1  # bump when the drawing changes, so committed drawings are known to be stale
+LAYOUT = 2  # bump when the drawing changes, so committed drawings are known to be stale
 
 
 def fingerprint(name: str) -> str:
@@ -30,9 +31,10 @@ def fingerprint(name: str) -> str:
 
 
 def _label(value) -> str:
-    """The exact coefficient when it is short (1/6, -27/140), else 3 significant digits."""
+    """The exact coefficient when it is short (1/6, -27/140, 1024/1365), else 3 significant digits marked
+    approximate, so that no label reads as an exact value it is not."""
     text = str(value)
-    return text if len(text) <= 8 else f'{float(value):.3g}'
+    return text if len(text) <= 10 else f'≈{float(value):.3g}'
 
 
 def draw_scheme(name: str, path: str, dpi: int = 100, fmt: Optional[str] = None) -> Tuple[int, int]:
@@ -76,9 +78,19 @@ def draw_scheme(name: str, path: str, dpi: int = 100, fmt: Optional[str] = None)
             ax.text(i + 1.08, -out + 0.1, _label(scheme.b[i]), fontsize=8, ha='left', va='bottom', zorder=4,
                     bbox=dict(boxstyle='round,pad=0.1', facecolor='white', edgecolor='none', alpha=0.9))
             junctions_b += 1
+    bottom = -out - 0.8
+    if scheme.multistep:  # y = x + k_n (u_{n-1} - x) + F(x): u_{n-1} joins the output row, x's weight drops by k_n
+        ax.text(0.5, -out - 1.0, '$u_{n-1}$', ha='center', va='center', fontsize=11, bbox=box('#dddddd'))
+        ax.annotate('', xy=(0.5, -out), xytext=(0.5, -out - 1.0), arrowprops=dict(arrow, shrinkA=10, shrinkB=0))
+        for at, label, side in ((0, '$1 - k_n$', 'right'), (0.5, '$k_n$', 'left')):
+            ax.plot(at, -out, 'o', color='#2e8b57', ms=6, zorder=2)
+            ax.text(at + (0.08 if side == 'left' else -0.08), -out - 0.12, label, fontsize=8, ha=side, va='top',
+                    zorder=4, bbox=dict(boxstyle='round,pad=0.1', facecolor='white', edgecolor='none', alpha=0.9))
+        bottom -= 0.9
     ax.set_xlim(-1.2, s + 2.0)
-    ax.set_ylim(-out - 0.8, 1.4)
-    note = (' The previous block\'s input joins y with weight k_n (LM-ResNet).' if scheme.multistep else '')
+    ax.set_ylim(bottom, 1.4)
+    note = (' Green: the previous block\'s input u(n-1) joins y with the block\'s learned weight k(n), '
+            'x with 1 - k(n) (LM-ResNet).' if scheme.multistep else '')
     title = (f'{scheme.name}: {scheme.title}, {s} stage{"s" * (s > 1)}, order {scheme.order}. Row i feeds Fi '
              f'x + h Σj aij kj; the last row is y = x + h Σi bi ki (h = 1, or learned per block in the adaptive '
              f'variant). Dots are the non-zero coefficients.{note}')

@@ -47,3 +47,21 @@ def test_readme_drawings_are_current(name):
     assert f'docs/schemes/{name}.png' in (REPO / 'README.md').read_text()
     assert Image.open(path).info.get('Description') == f'horesnet draw {name}; tableau {fingerprint(name)}', \
         f'{path} is stale: redraw it with `horesnet draw {name} -o docs/schemes/{name}.png`'
+
+
+def test_labels_are_exact_or_marked_approximate():
+    from horesnet_timm.diagram import _label
+    b = get_scheme('verner8').b
+    assert '1024/1365' in [_label(v) for v in b]  # not 0.75
+    assert _label(get_scheme('verner8').a[4][0]) == '≈0.625'  # 4/375 + 94/375*sqrt(6)
+
+
+def test_multistep_term_is_drawn(tmp_path):
+    """LM-ResNet's block is not an Euler block: its drawing shows u_{n-1} joining the output."""
+    import numpy as np
+
+    def green_pixels(name):  # the multistep junctions' colour
+        draw_scheme(name, str(tmp_path / f'{name}.png'))
+        r, g, b = np.asarray(Image.open(tmp_path / f'{name}.png').convert('RGB')).astype(int).transpose(2, 0, 1)
+        return int(((g > r + 50) & (g > b + 30)).sum())
+    assert green_pixels('euler') == 0 and green_pixels('lm') > 50
