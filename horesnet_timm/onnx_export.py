@@ -22,8 +22,10 @@ files pass on top-1 agreement with the fp32 PyTorch model on the images (MIN_AGR
 The file is written under a temporary name in the output directory and renamed into place only
 after it passed, so a failure leaves nothing behind.
 """
+import contextlib
 import errno
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -157,8 +159,24 @@ def _to_int8(src: str, dst: str, calibration: np.ndarray, batch: int = 1) -> Non
             return next(self.batches, None)
 
     # static QDQ, per-channel int8 weights, activations calibrated (min-max) on images
-    quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    with _root_logger_quiet():
+        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+@contextlib.contextmanager
+def _root_logger_quiet():
+    """onnxruntime's quantiser warns through the root logger (`logging.warning`: one line per BatchNorm
+    weight, advice to pre-process); silence it for the call without configuring the caller's logging."""
+    root = logging.getLogger()
+    level, stand_in = root.level, logging.NullHandler()
+    root.addHandler(stand_in)  # so that logging.warning does not call basicConfig and add a stderr handler
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.removeHandler(stand_in)
 
 
 def onnx_session(path: str):

@@ -167,6 +167,23 @@ def test_reduced_precision(tmp_path, precision):
     assert len(Predictor(str(out)).predict(synthetic_images(str(tmp_path), count=2))) == 2
 
 
+def test_int8_command_says_what_passed_and_prints_no_quantiser_noise(tmp_path, capsys):
+    import logging
+    heard = []
+    listener = logging.Handler()
+    listener.emit = heard.append
+    root = logging.getLogger()
+    root.addHandler(listener)
+    handlers, level = list(root.handlers), root.level
+    try:
+        assert main(['export', 'horesnet10_rk4', '--precision', 'int8', '-o', str(tmp_path / 'q.onnx')]) == 0
+    finally:
+        root.removeHandler(listener)
+    assert not [r.getMessage() for r in heard if r.levelno >= logging.WARNING]  # onnxruntime's per-weight advice
+    assert "the 'random' rows show the size of the int8 error and are not part of the check" in capsys.readouterr().out
+    assert root.handlers == handlers[:-1] and root.level == level  # the caller's logging left as found
+
+
 # ---- bad inputs: a clear message and nothing left behind --------------------------------------
 
 def _export_fails(tmp_path, capsys, *args, status=1):

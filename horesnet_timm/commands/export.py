@@ -2,14 +2,13 @@
 onnxruntime (onnx_export.py), with the parity table printed."""
 import argparse
 import json
-import logging
 import os
 import sys
 from typing import Dict, List
 
 from ..errors import UsageError
 from ..fileio import output_directory
-from ..onnx_export import (DEFAULT_OPSET, DYNAMO_MIN_OPSET, FP32_TOL, MIN_OPSET, PRECISIONS, export_onnx,
+from ..onnx_export import (DEFAULT_OPSET, DYNAMO_MIN_OPSET, FP32_TOL, MIN_AGREEMENT, MIN_OPSET, PRECISIONS, export_onnx,
                            opset_range)
 from ..predict import list_images
 from .arguments import add_model_arguments, load_from_args, positive_float, positive_int
@@ -17,10 +16,17 @@ from .arguments import add_model_arguments, load_from_args, positive_float, posi
 __all__ = ['format_checks', 'add_arguments', 'run']
 
 
-def format_checks(rows: List[Dict]) -> str:
+def format_checks(rows: List[Dict], precision: str = 'fp32', tol: float = FP32_TOL) -> str:
+    """verify's rows as a table, and the rule the file passed by (which rows it reads)."""
     lines = [f"{'case':<18} {'batch':>5} {'max abs err':>12} {'max rel err':>12} {'max |logit|':>12} {'top-1 agree':>11}"]
     lines += [f"{r['case']:<18} {r['batch']:>5} {r['max_abs']:>12.3g} {r['max_rel']:>12.3g} {r['max_logit']:>12.3g} "
               f"{r['top1']:>11.0%}" for r in rows]
+    if precision == 'fp32':
+        lines.append(f'passed: every row within {tol:g} x max(1, max |logit|) of PyTorch')
+    else:
+        lines.append(f"passed: top-1 agreement with fp32 PyTorch over the 'images' rows of at least "
+                     f"{MIN_AGREEMENT[precision]:.0%}; the 'random' rows show the size of the {precision} error and "
+                     f"are not part of the check (random inputs have no class to agree on)")
     return '\n'.join(lines)
 
 
@@ -47,7 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.getLogger('onnxruntime').setLevel(logging.ERROR)  # quantisation warns per BatchNorm weight
     low, high = opset_range()
     if not low <= args.opset <= high:  # before the slow work
         raise UsageError(f'--opset {args.opset}: this installation exports opsets {low} to {high}')
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                          trained=loaded.trained, provenance=loaded.provenance)
     meta = result['metadata']
     if result['checks']:
-        print(format_checks(result['checks']))
+        print(format_checks(result['checks'], args.precision, args.tol))
     print(f"wrote {output}: {meta['model_name']} ({meta['scheme']}), {meta['precision']}, opset {meta['opset']}, "
           f"input {'x'.join(map(str, json.loads(meta['input_size'])))}" + ('' if args.check else ' (not verified)'))
     return 0
