@@ -268,16 +268,6 @@ def _plan_reads(plan: List[List[PlanOp]]) -> List[List[int]]:
     return reads
 
 
-def live_maps(a, b) -> List[int]:
-    """The maps a block with exact tableau (a, b) holds while each sub-network runs, that
-    sub-network's input included (0 for the first, which reads the block's input x)."""
-    live, counts = 0, [0]
-    for step in stage_plan(tuple(tuple(row) for row in a), tuple(b))[:-1]:
-        live += sum(op[0] == _HOLD for op in step) - sum(sl >= 0 for op in step for sl in op[5])
-        counts.append(live + 1)
-    return counts
-
-
 class RecordsWiring:
     """A block that carries in its state dict what its weights do not show: how it combines them.
 
@@ -333,8 +323,7 @@ class SchemeBlock(RecordsWiring, nn.Module):
 
     The stage combinations follow a plan worked out once from the tableau (`stage_plan`): between
     sub-networks the block keeps only a basis of what the later stages and the output still read,
-    updated as each k_t arrives (`live_maps`: RK4 keeps one map besides the stage input, Verner-8 at
-    most five). With no backward pass to feed (`torch.no_grad` / `torch.inference_mode`) the block
+    updated as each k_t arrives (RK4 keeps one map besides the stage input, Verner-8 at most five). With no backward pass to feed (`torch.no_grad` / `torch.inference_mode`) the block
     also updates the maps it made in place and builds each input in the buffer of a map it no
     longer needs; it never writes to x or to a sub-network's output, which may be held elsewhere.
     """
@@ -346,7 +335,6 @@ class SchemeBlock(RecordsWiring, nn.Module):
     # class-level annotations so TorchScript types the (possibly empty) coefficient lists
     a: List[List[float]]
     b: List[float]
-    reads: List[List[int]]
     plan: List[List[PlanOp]]
 
     def __init__(
@@ -367,7 +355,6 @@ class SchemeBlock(RecordsWiring, nn.Module):
         self.subnets = nn.ModuleList(subnets)
         self.scheme_name = scheme.name
         self.a, self.b = scheme.as_floats()
-        self.reads = [list(r) for r in scheme.reads]
         self.plan = [[(kind, slot, list(srcs), list(coefs), into, list(release))
                       for kind, slot, srcs, coefs, into, release in step]
                      for step in stage_plan(tuple(tuple(r) for r in scheme.a), tuple(scheme.b))]
@@ -494,7 +481,6 @@ class SchemeBlock(RecordsWiring, nn.Module):
             if i in needed:
                 needed.update(reads[i])
         self.subnets = nn.ModuleList([m if i in needed else nn.Identity() for i, m in enumerate(self.subnets[:stages])])
-        self.reads = [r if i in needed else [] for i, r in enumerate(self.reads[:stages])]
         self.b = self.a[stages][:stages]
         self.plan = self.plan[:stages - 1] + [[op for op in self.plan[stages - 1] if op[0] == _INPUT]]
         self.ends_at_input = True

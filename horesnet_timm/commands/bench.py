@@ -383,6 +383,7 @@ def chart(rows: List[Dict], path: str, title: str) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), constrained_layout=True)
     width = 0.8 / max(len(modes), 1)
     for ax, (key, label) in zip(axes.flat, panels):
+        missing = []
         for m, mode in enumerate(modes):
             values = [next((r.get(key) for r in rows if r['model'] == name and r['mode'] == mode), None)
                       for name in models]
@@ -390,9 +391,16 @@ def chart(rows: List[Dict], path: str, title: str) -> None:
             bars = ax.bar([x for x, v in zip(xs, values) if v is not None], [v for v in values if v is not None],
                           width, label=mode)
             ax.bar_label(bars, fmt='%.2f', fontsize=6, padding=1)
+            if all(v is None for v in values):
+                missing.append(mode)
         ax.axhline(1.0, color='k', linewidth=0.8, linestyle='--')
         ax.set_xticks(range(len(models)), [n.replace('horesnet', '') for n in models], rotation=30, fontsize=8)
         ax.set_title(f'{label} / Euler at the same depth', fontsize=10)
+        if missing:  # an empty panel (or a mode without bars) is "not measured", not "no cost"
+            ax.text(0.5, 0.5 if len(missing) == len(modes) else 0.97, 'not measured' + ('' if len(missing) == len(modes) else f': {", ".join(missing)}')
+                    + ('\n(--no-memory or --quick)' if 'mem' in key and len(missing) == len(modes) else ''),
+                    transform=ax.transAxes, ha='center', va='center' if len(missing) == len(modes) else 'top',
+                    fontsize=10, color='#888888')
         ax.set_ylim(bottom=0)
     axes.flat[0].legend(fontsize=8)
     fig.suptitle('\n'.join(textwrap.fill(line, 180) for line in title.split('\n')), fontsize=7)
