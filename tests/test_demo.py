@@ -95,3 +95,20 @@ def test_an_existing_file_as_output_is_refused_before_any_work(tmp_path, capsys)
     (tmp_path / 'f').write_text('x')
     assert main(['demo', '--output', str(tmp_path / 'f'), '--overwrite']) == 2
     assert 'is a file; the demo writes a folder' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('epochs', [1, 6])
+def test_curves_have_readable_axes(tmp_path, monkeypatch, epochs):
+    """Whole epochs on the x axis (a one-epoch run once showed 0.94..1.06), tick labels on the loss axis."""
+    import matplotlib.figure
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, 'savefig', lambda fig, *a, **k: drawn.append(fig))
+    history = lambda top, loss: [dict(epoch=e, val_acc=top - 5 / e, val_loss=loss / e ** 2) for e in range(1, epochs + 1)]
+    demo.plot({'rk4': history(91.0, 0.9), 'euler': history(90.0, 1.0)}, tmp_path / 'c.png', 'title')
+    for ax in drawn[0].axes:
+        ax.figure.canvas.draw()
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+        low, high = ax.get_ylim()
+        assert sum(low <= t <= high for t in ax.get_yticks()) >= 2
+        assert all(low < h['val_acc' if 'accuracy' in ax.get_title() else 'val_loss'] < high for h in history(90.0, 1.0))

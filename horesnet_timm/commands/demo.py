@@ -167,14 +167,24 @@ def plot(histories: Dict[str, List[Dict]], path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use('Agg')  # no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for label, history in histories.items():
         epochs = [h['epoch'] for h in history]
         acc_ax.plot(epochs, [h['val_acc'] for h in history], marker='o', label=label)
         loss_ax.plot(epochs, [h['val_loss'] for h in history], marker='o', label=label)
+    losses = [h['val_loss'] for history in histories.values() for h in history]
+    last = max(h['epoch'] for history in histories.values() for h in history)
     acc_ax.set(xlabel='epoch', ylabel='validation top-1 (%)', title='validation accuracy')
-    loss_ax.set(xlabel='epoch', ylabel='validation cross-entropy', title='validation loss', yscale='log')
+    # a log axis only where the loss spans a decade: over one epoch or a narrow range it shows no tick labels
+    loss_ax.set(xlabel='epoch', ylabel='validation cross-entropy', title='validation loss',
+                yscale='log' if min(losses) > 0 and max(losses) > 10 * min(losses) else 'linear')
+    if loss_ax.get_yscale() == 'linear':
+        loss_ax.set_ylim(0, 1.15 * max(losses))
     for ax in (acc_ax, loss_ax):
+        ax.set_xlim(0.5, last + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs, also for a one-epoch run
+        ax.margins(y=0.15)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
