@@ -450,3 +450,10 @@ def test_doc_python_example_runs(tmp_path, monkeypatch):
     assert blocks
     for code in blocks:
         exec(compile(code, 'docs/restack.md', 'exec'), {})
+
+
+def test_doc_output_is_what_the_command_prints(capsys):
+    """The session shown in docs/restack.md, figures included, is today's output of the command."""
+    shown = re.search(r'```\n\$ (horesnet restack [^\n]*)\n(.*?)```', DOC, re.S)
+    assert main(shlex.split(shown.group(1))[1:]) == 0
+    assert capsys.readouterr().out.strip() == shown.group(2).strip()
