@@ -78,9 +78,10 @@ def _failure(e: BaseException) -> Optional[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .predict import quiet_on_broken_pipe
+    from .predict import quiet_on_broken_pipe, refuse_undecodable
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    refuse_undecodable(parser, argv)
     args = parser.parse_args(argv)
     if args.command is None:
         argv = ['demo']

@@ -29,7 +29,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 __all__ = ['IMAGE_EXTENSIONS', 'PredictError', 'Predictor', 'list_images', 'check_image', 'load_image', 'preprocess',
-           'check_metadata', 'decode_metadata', 'quiet_on_broken_pipe', 'add_arguments', 'run', 'main']
+           'check_metadata', 'decode_metadata', 'quiet_on_broken_pipe', 'refuse_undecodable', 'add_arguments', 'run',
+           'main']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 # metadata_props values that are JSON (lists, numbers); the others are plain strings
@@ -316,6 +317,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--json', action='store_true', help='print the results as JSON')
 
 
+def refuse_undecodable(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Exit 2 naming an argument that is not valid UTF-8 (a file name in another encoding): onnx, onnxruntime and
+    the JSON records cannot carry it, so it would fail later, deep inside a library."""
+    for arg in argv:
+        try:
+            arg.encode('utf-8')
+        except UnicodeEncodeError:
+            shown = os.fsencode(arg).decode('utf-8', 'backslashreplace')
+            parser.error(f"argument '{shown}' is not valid UTF-8: rename the file (or link it) to a UTF-8 name")
+
+
 def quiet_on_broken_pipe(fn: Callable[..., int], *args, **kwargs) -> int:
     """fn(*args, **kwargs), or 141 without a traceback when stdout's reader has gone (`... | head -1`)."""
     try:
@@ -365,6 +377,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description='Classify images with an ONNX file exported by horesnet-timm '
                                                  '(needs only onnxruntime, numpy and pillow)')
     add_arguments(parser)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    refuse_undecodable(parser, argv)
     return run(parser.parse_args(argv))
 
 

@@ -53,3 +53,23 @@ def test_broken_pipe_is_quiet(tmp_path):
     result = subprocess.run(f'{sys.executable} -m horesnet_timm tour | head -1', shell=True,
                             capture_output=True, text=True, timeout=300)
     assert result.stdout.startswith('horesnet-timm') and result.stderr == '', result.stderr
+
+
+@pytest.mark.parametrize('argv', [['export', 'horesnet10_rk4', '-o', '\udcff\udcfe.onnx'],
+                                  ['export', 'horesnet10_rk4', '--checkpoint', 'w\udcff.pth'],
+                                  ['draw', 'rk4', '-o', '\udcff.png']])
+def test_a_file_name_that_is_not_utf8_is_named_before_any_work(tmp_path, monkeypatch, capsys, argv):
+    """Such a name (as the OS hands it to Python: surrogate escapes) once reached onnx's checker as a TypeError."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert "is not valid UTF-8: rename the file" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_standalone_runner_refuses_a_name_that_is_not_utf8(capsys):
+    from horesnet_timm import predict
+    with pytest.raises(SystemExit) as stop:
+        predict.main(['m\udcff.onnx', 'a.png'])
+    assert stop.value.code == 2 and "'m\\xff.onnx' is not valid UTF-8" in capsys.readouterr().err
