@@ -14,6 +14,7 @@ recorded and the requested model are both built on the meta device and compared 
 and tensor by tensor, so a default train.py never recorded (horesnet10_rk4's scheme, rk4) is
 compared too, while settings that only act in training (drop rates) may change.
 """
+import dataclasses
 import difflib
 import importlib
 import math
@@ -21,8 +22,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .checkpoint import architecture_of
+import timm
+from timm.data import resolve_input_data_config
+
+from .checkpoint import architecture_of, check_finite, checkpoint_meta, load_weights, readable_file
 from .errors import HoresnetError, UsageError
+from .models.cifar import CIFAR10_LABELS
 
 __all__ = ['Loaded', 'LoadError', 'load_model', 'rgb_equivalent', 'architecture_of', 'refuse_conflicts', 'explain_hub_error',
            'dataset_label_names']
@@ -63,7 +68,6 @@ def _is_hub(source: str) -> bool:
 
 
 def _check_name(name: str) -> None:
-    import timm
     if name.startswith('local-dir:'):
         folder = name.partition(':')[2]
         if not os.path.isfile(os.path.join(folder, 'config.json')):
@@ -86,7 +90,6 @@ def _check_name(name: str) -> None:
 
 def _create(name: str, pretrained: bool = False, **kwargs):
     """timm.create_model with a message naming the model and arguments when they cannot build it."""
-    import timm
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except HoresnetError:
@@ -103,8 +106,9 @@ def _create(name: str, pretrained: bool = False, **kwargs):
             raise LoadError(f"{name} has no published weights; timm.list_pretrained('horesnet*') lists those that "
                             f"have") from e
         raise
-    except Exception as e:  # hf-hub: a repository that cannot be reached or found
-        message = explain_hub_error(e, name.partition(':')[2], uploading=False) if name.startswith('hf-hub:') else None
+    except Exception as e:  # hf-hub: or published weights: a repository that cannot be reached or found
+        weights = name.partition(':')[2] if name.startswith('hf-hub:') else str(kwargs.get('base', name))
+        message = explain_hub_error(e, weights, uploading=False) if name.startswith('hf-hub:') or pretrained else None
         if message is None:
             raise
         raise LoadError(message) from e
@@ -130,7 +134,6 @@ def refuse_conflicts(name: str, trained_as: Dict[str, Any], overrides: Dict[str,
 
 def dataset_label_names(dataset: str, num_classes: int) -> Optional[List[str]]:
     """Class names of a torchvision dataset named as train.py names it (torch/fashion_mnist), if known."""
-    from .models.cifar import CIFAR10_LABELS
     known = {'torch/cifar10': lambda: CIFAR10_LABELS}
     for name, cls in (('fashion_mnist', 'FashionMNIST'), ('mnist', 'MNIST'), ('kmnist', 'KMNIST')):
         known[f'torch/{name}'] = lambda cls=cls: getattr(importlib.import_module('torchvision.datasets'), cls).classes
@@ -197,8 +200,6 @@ def load_model(
     model_args: create_model keywords (scheme=, num_classes=, in_chans=, ...).
     data_args: train.py's data arguments (input_size, img_size, mean, std, crop_pct, crop_mode, interpolation).
     """
-    from timm.data import resolve_input_data_config
-    from .checkpoint import checkpoint_meta, check_finite, load_weights, readable_file
     model_args, data_args = dict(model_args or {}), {k: v for k, v in (data_args or {}).items() if v is not None}
     if source and not _is_hub(source) and os.path.lexists(source):  # a weights file named as the model
         if checkpoint is not None:
@@ -217,11 +218,9 @@ def load_model(
                             f"config.json beside it, or a bare state dict): name the model too, e.g. "
                             f"`horesnet export horesnet58_rk4 --checkpoint {checkpoint}`")
         source = arch
-        if not _is_hub(arch):
-            import timm
-            if not timm.is_model(arch):  # saved without train.py's args, the saver records the class name
-                raise LoadError(f"'{checkpoint}' records its model as '{arch}', which is not a registered model "
-                                f"name: name the model, e.g. `horesnet export horesnet58_rk4 --checkpoint {checkpoint}`")
+        if not _is_hub(arch) and not timm.is_model(arch):  # saved without train.py's args: the class name
+            raise LoadError(f"'{checkpoint}' records its model as '{arch}', which is not a registered model "
+                            f"name: name the model, e.g. `horesnet export horesnet58_rk4 --checkpoint {checkpoint}`")
     _check_name(source)
     if arch and arch != source:
         raise LoadError(f"'{checkpoint}' holds weights of {arch}, not {source}: name {arch} (or drop the name)")
@@ -229,7 +228,7 @@ def load_model(
     # the keywords the weights were built with; None where nothing is recorded
     if 'model_args' in meta:
         trained_as = meta['model_args']
-    elif _is_hub(source) or pretrained:
+    elif _is_hub(source) or pretrained and timm.is_model_pretrained(source):
         trained_as = {}  # timm applies the repository's config.json or the registry's cfg itself
     else:
         trained_as = None
@@ -280,8 +279,6 @@ def rgb_equivalent(loaded: Loaded) -> Loaded:
     """A grey (1-channel) model made to take RGB images: its first convolution reads the three channels with
     a third of the grey weights each, and mean/std repeat, so an RGB picture of a grey image (R = G = B)
     gives the grey model's outputs, and a colour image is read as the mean of its channels."""
-    import dataclasses
-    import timm
     model = loaded.model
     cfg = model.pretrained_cfg
     if model.in_chans != 1:

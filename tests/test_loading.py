@@ -194,3 +194,24 @@ def test_data_config_that_no_image_can_use_is_refused(data_args):
 def test_an_untagged_name_points_to_its_tags():
     with pytest.raises(LoadError, match=r'horesnet10_midpoint has no default weights; .* the tag horesnet10_midpoint.fmnist'):
         load_model('horesnet10_midpoint', pretrained=True)
+    # an override with the untagged name is no conflict with weights it does not have: the tag is still named
+    with pytest.raises(LoadError, match=r'no default weights; .* the tag horesnet10_midpoint.fmnist'):
+        load_model('horesnet10_midpoint', pretrained=True, model_args={'scheme': 'heun'})
+
+
+def test_restacked_pretrained_is_its_base_restacked_as_asked(monkeypatch):
+    """restacked's pretrained weights are its base's, restacked by the scheme given: no conflict with a
+    default scheme (once reported as "rk4 has 4 stages" when midpoint was asked), and a download that
+    cannot happen is named as such."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    import timm.models._builder as builder
+
+    def offline(*args, **kwargs):
+        raise LocalEntryNotFoundError('offline')
+    monkeypatch.setattr(builder, 'load_state_dict_from_hf', offline)
+    monkeypatch.setattr(builder, 'load_state_dict_from_url', offline)
+    monkeypatch.setattr(builder, 'download_cached_file', offline, raising=False)
+    with pytest.raises(LoadError) as failure:
+        load_model('restacked', pretrained=True, model_args={'base': 'resnet18', 'scheme': 'midpoint'})
+    assert "cannot reach the Hub" in str(failure.value) and "'resnet18'" in str(failure.value)
+    assert 'rk4' not in str(failure.value)
