@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / 'horesnet_timm'
 
 FLOORS = [
     # the library (`import horesnet_timm` loads these)
-    ['errors', 'exact', 'machine'],
+    ['errors', 'exact'],
     ['schemes', 'fileio', 'stats'],
     ['blocks', 'cifar_augment'],
     ['models.horesnet'],
@@ -20,7 +20,7 @@ FLOORS = [
     ['restack'],
     ['models.restacked', 'models', 'loading'],
     # the tools above it: the torch-free runner, then everything that builds on the loader
-    ['predict', 'diagram', 'cards'],
+    ['predict', 'diagram', 'cards', 'measure'],
     ['onnx_export', 'hub'],
     ['commands', 'commands.arguments'],
     ['commands.bench', 'commands.card', 'commands.demo', 'commands.draw', 'commands.export', 'commands.hub',

@@ -457,3 +457,15 @@ def test_doc_output_is_what_the_command_prints(capsys):
     shown = re.search(r'```\n\$ (horesnet restack [^\n]*)\n(.*?)```', DOC, re.S)
     assert main(shlex.split(shown.group(1))[1:]) == 0
     assert capsys.readouterr().out.strip() == shown.group(2).strip()
+
+
+def test_benchmark_prints_medians_and_ratios(capsys):
+    """`--benchmark` times both models the way `horesnet bench` does (horesnet_timm/measure.py)."""
+    assert main(['restack', 'resnet18', '--scheme', 'midpoint', '--benchmark', '--input-size', '3', '32', '32',
+                 '--batch-size', '2', '--repeats', '2', '--warmup', '1', '--threads', '1']) == 0
+    out = capsys.readouterr().out
+    assert 'medians of 2 interleaved repeats after 1 warm-up' in out
+    for label in ('training step, wall', 'training step, CPU time', 'inference, wall', 'inference, peak memory'):
+        base, restacked, ratio = re.search(rf'{label} +([\d.]+) \S+ +([\d.]+) \S+ +(\S+)', out).groups()
+        if 'memory' not in label:
+            assert float(base) > 0 and float(restacked) > 0 and abs(float(ratio) - float(restacked) / float(base)) < 0.01

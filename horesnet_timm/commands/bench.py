@@ -7,19 +7,17 @@ same mode. Modes: `eager` (PyTorch), `compile` (torch.compile, default options, 
   train    one training step: forward, cross-entropy, backward, SGD (momentum 0.9) at --train-batch
   infer    one forward pass in eval mode under torch.inference_mode at --infer-batch; onnxruntime
            runs at --ort-batch, beside PyTorch eager at the same batch (`vs eager`)
-  memory   peak memory of one training step and of one inference pass. CPU: a fresh process per
-           probe, started with MALLOC_MMAP_THRESHOLD_=65536 so that freed maps go back to the OS;
-           the probe builds the model (eager: nothing run yet; compile: compiled and run twice;
-           onnxruntime: the session made), reads VmRSS from /proc/self/status, resets the peak
-           (VmHWM) through /proc/self/clear_refs, runs once and reports VmHWM - VmRSS. CUDA:
-           torch.cuda.max_memory_allocated over one step after warm-up, less what was allocated
-           before it.
+  memory   peak memory of one training step and of one inference pass, measured as measure.py
+           says. CPU: a fresh process per probe (with measure.MEMORY_ENV), which builds the model
+           (eager: nothing run yet; compile: compiled and run twice; onnxruntime: the session
+           made) and reports the peak growth of one run. CUDA: in this process, after warm-up.
 
 Times are medians over --repeats rounds after --warmup runs of each; a round runs every model once
 (interleaved), so load from other processes falls on all of them alike. On CUDA the defaults are
 batch 256, bf16 autocast, channels_last; the same flags exist on CPU.
 """
 import argparse
+import copy
 import json
 import os
 import platform
@@ -32,9 +30,17 @@ import time
 from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
+import timm
+import torch
+import torch._dynamo.config as dynamo
+import torch.nn.functional as F
+
+from .. import __version__
 from ..errors import HoresnetError, UsageError
 from ..fileio import atomic_output, describe_os_error, output_directory
-from ..machine import cpu_name, reset_peak, vm_bytes
+from ..measure import MEMORY_ENV, cpu_name, cuda_peak_growth, interleaved, peak_growth
+from ..onnx_export import export_onnx
 
 __all__ = ['MODELS', 'QUICK_MODELS', 'ORT_VARIANTS', 'machine_line', 'add_arguments', 'run']
 
@@ -51,14 +57,10 @@ ORT_VARIANTS = {
     'fp16': ('ORT_ENABLE_ALL', 'fp16', 'the model exported in half precision'),
     'int8': ('ORT_ENABLE_ALL', 'int8', 'static QDQ int8 (per-channel weights), calibrated on synthetic images'),
 }
-MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536'}
 
 
 def machine_line(device: str, threads: int) -> str:
     """One line naming the machine and every version that shapes the figures."""
-    import timm
-    import torch
-    from .. import __version__
     parts = [platform.platform(), f'{cpu_name()}, {os.cpu_count()} CPUs, {threads} threads']
     if device == 'cuda':
         parts.append(f'{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}, '
@@ -84,8 +86,6 @@ def machine_line(device: str, threads: int) -> str:
 # --- building what is timed ---------------------------------------------------------------------
 
 def _build(name: str, args):
-    import timm
-    import torch
     model = timm.create_model(name).to(args.device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -95,8 +95,6 @@ def _build(name: str, args):
 def _compile(model):
     """torch.compile(model, fullgraph=True), refusing to fall back to eager: every model compiled in one
     process recompiles the same forward, and past dynamo's recompile limit (8) it would quietly run eager."""
-    import torch
-    import torch._dynamo.config as dynamo
     for limit in ('recompile_limit', 'accumulated_recompile_limit', 'cache_size_limit', 'accumulated_cache_size_limit'):
         if hasattr(dynamo, limit):
             setattr(dynamo, limit, 100_000)
@@ -107,7 +105,6 @@ def _compile(model):
 
 
 def _batch(args, n: int, model):
-    import torch
     shape = (n, *model.pretrained_cfg['input_size'][:1], args.img_size, args.img_size)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g).to(args.device)
@@ -118,14 +115,11 @@ def _batch(args, n: int, model):
 
 
 def _autocast(args):
-    import torch
     return torch.autocast(args.device, dtype=torch.bfloat16) if args.amp == 'bf16' else nullcontext()
 
 
 def _train_step(model, args, compiled=None) -> Callable[[], None]:
     """One SGD step of `compiled` (or `model`) on a fixed batch; a small learning rate keeps it finite."""
-    import torch
-    import torch.nn.functional as F
     run = model if compiled is None else compiled  # a compiled module forwards len() and bool() to the model
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
     x, y = _batch(args, args.train_batch, model)
@@ -141,7 +135,6 @@ def _train_step(model, args, compiled=None) -> Callable[[], None]:
 
 
 def _infer(model, args, batch: int, compiled=None) -> Callable[[], None]:
-    import torch
     run = model if compiled is None else compiled
     x, _ = _batch(args, batch, model)
 
@@ -153,8 +146,6 @@ def _infer(model, args, batch: int, compiled=None) -> Callable[[], None]:
 
 
 def _export(model, path: str, precision: str):
-    import copy
-    from ..onnx_export import export_onnx
     export_onnx(copy.deepcopy(model).cpu().float().eval(), path, precision=precision, check=False)
 
 
@@ -170,7 +161,6 @@ def _ort_session(path: str, variant: str, threads: int):
 
 
 def _ort_feed(session, x):
-    import numpy as np
     inp = session.get_inputs()[0]
     dtype = np.float16 if 'float16' in inp.type else np.float32
     return {inp.name: x.detach().float().cpu().numpy().astype(dtype)}
@@ -178,54 +168,14 @@ def _ort_feed(session, x):
 
 # --- timing ------------------------------------------------------------------------------------
 
-def _sync(device: str):
-    if device == 'cuda':
-        import torch
-        torch.cuda.synchronize()
-
-
-def _interleaved(cases: Dict[str, Callable[[], None]], rounds: int, warmup: int, device: str,
-                 log: Callable[[str], None]) -> Dict[str, List[float]]:
-    """Seconds per call of each case: `warmup` calls each, then `rounds` rounds of one call each."""
-    for key, fn in cases.items():
-        start = time.perf_counter()
-        for _ in range(warmup):
-            fn()
-        _sync(device)
-        log(f'  warm-up {key}: {time.perf_counter() - start:.1f} s')
-    times: Dict[str, List[float]] = {key: [] for key in cases}
-    for r in range(rounds):
-        for key, fn in cases.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[key].append(time.perf_counter() - start)
-        log(f'  round {r + 1}/{rounds} done')
-    return times
-
-
-def _cuda_peak_mib(fn: Callable[[], None]) -> float:
-    import torch
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
-
-
 # --- memory probes (CPU): one fresh process each -----------------------------------------------
 
 def _probe(args) -> Dict:
     """Run in a fresh process: peak RSS growth of one run of `args.probe` (train / infer)."""
-    import torch
-    import horesnet_timm  # noqa: F401  registers the models
     torch.set_num_threads(args.threads)
     kind, mode = args.probe, args.modes[0]
     if mode.startswith('ort'):
         session = _ort_session(args.onnx, args.ort_variant, args.threads)
-        import timm
         model = timm.create_model(args.models[0])
         feed = _ort_feed(session, _batch(args, args.ort_batch, model)[0])
         del model
@@ -238,13 +188,7 @@ def _probe(args) -> Dict:
         fn = _train_step(model, args, compiled) if kind == 'train' else _infer(model, args, args.infer_batch, compiled)
         if compiled is not None:
             fn(), fn()  # compile (train and eval are separate graphs), and settle
-    import gc
-    gc.collect()
-    rss, hwm = vm_bytes('VmRSS'), vm_bytes('VmHWM')
-    reset = reset_peak()
-    fn()
-    return dict(growth_mib=(vm_bytes('VmHWM') - (rss if reset else hwm)) / 2 ** 20, baseline_mib=rss / 2 ** 20,
-                reset=reset)
+    return dict(growth_mib=peak_growth(fn) / 2 ** 20)
 
 
 def _probe_in_process(name: str, mode: str, kind: str, args, onnx_path: str = '', variant: str = 'all') -> Dict:
@@ -277,7 +221,6 @@ def _median_ms(times: List[float]) -> float:
 
 def measure_mode(mode: str, args, log) -> List[Dict]:
     """Rows (one per model) for one mode: medians, images/s, peak memory."""
-    import torch
     rows = []
     ort_variant = mode.split(':', 1)[1] if mode.startswith('ort:') else 'all'
     is_ort = mode == 'onnxruntime' or mode.startswith('ort:')
@@ -302,7 +245,7 @@ def measure_mode(mode: str, args, log) -> List[Dict]:
                 cases[(name, 'train')] = _train_step(model, args, compiled)
                 cases[(name, 'infer')] = _infer(model, args, args.infer_batch, compiled)
         flat = {f'{name} {what}': fn for (name, what), fn in cases.items()}
-        times = _interleaved(flat, args.repeats, args.warmup, args.device, log)
+        times = {key: t['wall'] for key, t in interleaved(flat, args.repeats, args.warmup, args.device == 'cuda', log).items()}
         peaks: Dict[str, float] = {}
         # on CPU a compile-mode probe compiles the model again in a fresh process, twice per model: the
         # memory of compiled code is measured on CUDA only, where it is read in this process
@@ -311,7 +254,7 @@ def measure_mode(mode: str, args, log) -> List[Dict]:
                 kinds = ('infer',) if is_ort else ('train', 'infer')
                 for kind in kinds:
                     if args.device == 'cuda':
-                        peaks[f'{name} {kind}'] = _cuda_peak_mib(cases[(name, kind)])
+                        peaks[f'{name} {kind}'] = cuda_peak_growth(cases[(name, kind)]) / 2 ** 20
                     else:
                         probe_mode = f'ort:{ort_variant}' if is_ort else mode
                         peaks[f'{name} {kind}'] = _probe_in_process(
@@ -482,19 +425,15 @@ def _check(args) -> None:
     for flag in ('repeats', 'train_batch', 'infer_batch', 'ort_batch', 'threads', 'img_size'):
         if getattr(args, flag) < 1:
             raise UsageError(f'--{flag.replace("_", "-")} must be at least 1')
-    import timm
     unknown = [m for m in args.models if m not in timm.list_models('horesnet*')]
     if unknown:
         raise UsageError(f'unknown model {unknown[0]!r}; see `horesnet tour` for the registered names')
     if args.device == 'cuda':
-        import torch
         if not torch.cuda.is_available():
             raise HoresnetError('--device cuda: no CUDA device is available to PyTorch here')
 
 
 def run(args) -> int:
-    import torch
-    import horesnet_timm  # noqa: F401  registers the models
     _defaults(args)
     if args.probe:
         print(json.dumps(_probe(args)))

@@ -3,15 +3,18 @@ base) and, with --benchmark, a CPU timing of both. The restacking itself is the 
 (horesnet_timm.restack); this module is its command."""
 import argparse
 import copy
+import functools
+import platform
 import statistics
-import time
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence
+
+import timm
 
 import torch
 import torch.nn as nn
 
 from ..loading import LoadError
-from ..machine import cpu_name, reset_peak, vm_bytes
+from ..measure import cpu_name, fix_mmap_threshold, interleaved, peak_growth
 from ..restack import _input_size, compare_cost, restack
 from .arguments import ModelKwargs, non_negative_int, positive_int
 
@@ -20,35 +23,14 @@ __all__ = ['benchmark', 'format_benchmark', 'add_arguments', 'run']
 
 # --- CPU cost: time and peak memory of a training step and of inference ---
 
-def _measure(fn) -> Tuple[float, float, Optional[int]]:
-    """Wall seconds, CPU seconds of the process, and the peak resident memory above the start (None where
-    Linux's counters are missing)."""
-    import gc
-    gc.collect()
-    peak_known = reset_peak()
-    start_rss = vm_bytes('VmRSS')
-    t0, c0 = time.perf_counter(), time.process_time()
-    fn()
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak = vm_bytes('VmHWM')
-    return seconds, cpu, (peak - start_rss if peak_known and peak is not None and start_rss is not None else None)
-
-
 def benchmark(base: nn.Module, restacked: nn.Module, input_size: Sequence[int], batch_size: int = 8,
               repeats: int = 7, warmup: int = 2, seed: int = 0) -> Dict[str, Dict[str, float]]:
-    """Medians over `repeats` interleaved runs (after `warmup`) of a training step (forward, cross-entropy,
-    backward, SGD step) and of inference (eval, no_grad), for both models on CPU.
-
-    Time is wall-clock and the process's CPU time (which other processes on a shared machine disturb
-    less). Peak memory is the growth of the process's peak resident memory during the call, with
-    glibc's mmap threshold fixed at 128 KiB (mallopt) so that freed tensors leave the resident set.
+    """A training step (forward, cross-entropy, backward, SGD step) and inference (eval, no_grad) of both
+    models on CPU, measured as measure.py measures: medians of wall and CPU seconds over `repeats` interleaved
+    rounds after `warmup`, then the peak memory growth of one call each.
     Returns {'base': {...}, 'restacked': {...}} with train_s, train_cpu_s, train_peak and the same for infer.
     """
-    try:  # large allocations are mmapped and returned to the OS on free, so RSS follows live tensors
-        import ctypes
-        ctypes.CDLL('libc.so.6').mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
+    fix_mmap_threshold()
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch_size, *input_size, generator=g)
     y = torch.randint(0, max(base.num_classes, 1), (batch_size,), generator=g)
@@ -60,8 +42,7 @@ def benchmark(base: nn.Module, restacked: nn.Module, input_size: Sequence[int], 
         model, opt = models[key], optimizers[key]
         model.train()
         opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
+        nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
 
     def infer(key):
@@ -69,19 +50,18 @@ def benchmark(base: nn.Module, restacked: nn.Module, input_size: Sequence[int], 
         with torch.no_grad():
             model(x)
 
-    results = {k: {f'{w}_{m}': [] for w in ('train', 'infer') for m in ('s', 'cpu_s', 'peak')} for k in models}
-    for i in range(warmup + repeats):
-        for key in models:
-            for what, fn in (('train', train), ('infer', infer)):
-                seconds, cpu, peak = _measure(lambda: fn(key))
-                if i >= warmup:
-                    results[key][f'{what}_s'].append(seconds)
-                    results[key][f'{what}_cpu_s'].append(cpu)
-                    results[key][f'{what}_peak'].append(peak)
+    cases = {(key, what): functools.partial(fn, key) for key in models for what, fn in (('train', train),
+                                                                                      ('infer', infer))}
+    times = interleaved({f'{key} {what}': fn for (key, what), fn in cases.items()}, repeats, warmup)
+    result = {key: {} for key in models}
+    for (key, what), fn in cases.items():
+        result[key][f'{what}_s'] = statistics.median(times[f'{key} {what}']['wall'])
+        result[key][f'{what}_cpu_s'] = statistics.median(times[f'{key} {what}']['cpu'])
+        result[key][f'{what}_peak'] = peak_growth(fn)
     for key, model in models.items():
         optimizers[key].zero_grad(set_to_none=True)
         model.load_state_dict(state[key])  # the steps changed the weights: give them back
-    return {k: {m: (statistics.median(v) if None not in v else None) for m, v in r.items()} for k, r in results.items()}
+    return result
 
 
 def format_benchmark(result: Dict[str, Dict[str, float]]) -> str:
@@ -123,8 +103,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import platform
-    import timm
     kwargs = dict(args.model_kwargs or {})
     if not timm.is_model(args.base):
         raise LoadError(f"unknown timm model '{args.base}'; timm.list_models() lists them")
