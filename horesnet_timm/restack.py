@@ -22,7 +22,6 @@ bit, and what the remainders are.
 """
 import re
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -32,6 +31,7 @@ from timm.layers import get_device_dtype
 from .blocks import MultistepBlock, SchemeBlock
 from .errors import HoresnetError
 from .schemes import Scheme, get_scheme, list_schemes
+from .stats import count, run_on_meta
 
 __all__ = ['RestackError', 'Increment', 'Family', 'FAMILIES', 'REFUSED', 'Run', 'RestackPlan', 'plan_restack',
            'restack', 'measure_cost', 'compare_cost']
@@ -233,24 +233,6 @@ def _input_size(model: nn.Module) -> Tuple[int, ...]:
         return tuple(getattr(model, 'pretrained_cfg', {}).get('input_size', (3, 224, 224)))
 
 
-def _meta_state(model: nn.Module) -> Dict[str, torch.Tensor]:
-    tensors = chain(model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False))
-    return {name: torch.empty_like(t, device='meta') for name, t in tensors}
-
-
-def _run_on_meta(model: nn.Module, x: torch.Tensor):
-    """model(x) in eval mode with every parameter and buffer replaced by a meta tensor: shapes only, no weights
-    touched; each module's train/eval mode is restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            return torch.func.functional_call(model, _meta_state(model), (x,), tie_weights=False, strict=False)
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
 @dataclass
 class _Call:
     input: Optional[torch.Tensor] = None
@@ -279,7 +261,7 @@ def _probe(model: nn.Module, blocks: Sequence[nn.Module], input_size: Tuple[int,
     hooks = [h for b in blocks for h in (b.register_forward_pre_hook(before, with_kwargs=True),
                                          b.register_forward_hook(after))]
     try:
-        _run_on_meta(model, torch.zeros(2, *input_size, device='meta'))
+        run_on_meta(model, torch.zeros(2, *input_size, device='meta'))
     except Exception as e:
         raise RestackError(f'cannot find the shapes of {type(model).__name__} blocks: a forward pass on the meta '
                            f'device at input size {"x".join(map(str, input_size))} failed ({type(e).__name__}: '
@@ -505,14 +487,10 @@ class _ElementOps(torch.utils._python_dispatch.TorchDispatchMode):
 
 
 def measure_cost(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> Dict[str, int]:
-    """Parameters, conv/linear/attention MACs (torch.utils.flop_counter) and the element-wise ops of the
-    stage combinations (one per output element of each add, sub, mul run by a restacked block outside
-    its base blocks), for one image at `input_size`; on the meta device, so no weights are touched."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """stats.count (parameters, conv/linear/attention MACs) and the element-wise ops of the stage combinations
+    (one per output element of each add, sub, mul run by a restacked block outside its base blocks), for one
+    image at `input_size`; on the meta device, so no weights are touched."""
     input_size = tuple(input_size or _input_size(model))
-    x = torch.zeros(1, *input_size, device='meta')
-    with FlopCounterMode(display=False) as flops:
-        _run_on_meta(model, x)
     counter = _ElementOps()
     hooks = []
     for m in model.modules():
@@ -526,12 +504,11 @@ def measure_cost(model: nn.Module, input_size: Optional[Sequence[int]] = None) -
         hooks.append(m.register_forward_hook(lambda *_, f=field_: setattr(counter, f, getattr(counter, f) - 1)))
     try:
         with counter:
-            _run_on_meta(model, x)
+            run_on_meta(model, torch.zeros(1, *input_size, device='meta'))
     finally:
         for h in hooks:
             h.remove()
-    return dict(params=sum(p.numel() for p in model.parameters()), macs=flops.get_total_flops() // 2,
-                combination_ops=counter.count)
+    return dict(count(model, input_size), combination_ops=counter.count)
 
 
 def compare_cost(base: nn.Module, restacked: nn.Module, input_size: Optional[Sequence[int]] = None) -> str:
