@@ -17,6 +17,10 @@ import signal
 import sys
 from typing import List, Optional
 
+from .errors import HoresnetError
+from .fileio import describe_os_error
+from .predict import quiet_on_broken_pipe, refuse_undecodable
+
 # sub-command -> (module, one-line help)
 COMMANDS = {
     'demo': ('horesnet_timm.commands.demo', 'train an HO-ResNet and its Euler twin on real data, compare them, export to '
@@ -62,11 +66,8 @@ EXTRAS = {'onnx': 'onnx', 'onnxruntime': 'onnx', 'onnxscript': 'onnx', 'PIL': 'o
 
 def _failure(e: BaseException) -> Optional[str]:
     """The one line to print for a failure the user can act on, or None for a bug."""
-    from .errors import HoresnetError
-    from .fileio import describe_os_error
-    from .predict import PredictError
-    if isinstance(e, (HoresnetError, PredictError)):
-        return str(e)
+    if isinstance(e, HoresnetError):
+        return ' '.join(str(e).split())  # one line, whatever a library wrapped in it wrote
     if isinstance(e, ModuleNotFoundError) and (e.name or '').split('.')[0] in EXTRAS:
         return (f"this command needs {e.name.split('.')[0]}, which is not installed: "
                 f"pip install 'horesnet-timm[{EXTRAS[e.name.split('.')[0]]}]'")
@@ -78,10 +79,10 @@ def _failure(e: BaseException) -> Optional[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .predict import quiet_on_broken_pipe, refuse_undecodable
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    refuse_undecodable(parser, argv)
+    if argv[:1] != ['predict']:
+        refuse_undecodable(parser, argv)
     args = parser.parse_args(argv)
     if args.command is None:
         argv = ['demo']

@@ -39,7 +39,14 @@ JSON_KEYS = ('input_size', 'mean', 'std', 'crop_pct', 'num_classes', 'labels', '
 REQUIRED_KEYS = ('input_size', 'mean', 'std', 'interpolation', 'crop_pct')
 
 
-class PredictError(ValueError):
+try:  # in the package, the one error type of the commands; loaded by file path (export/predict.py), no package
+    from .errors import HoresnetError
+    _ERROR_BASES: tuple = (HoresnetError, ValueError)
+except ImportError:
+    _ERROR_BASES = (ValueError,)
+
+
+class PredictError(*_ERROR_BASES):
     """An input the runner cannot use: an unusable image or ONNX file, missing metadata, non-finite outputs."""
 
 
@@ -220,8 +227,12 @@ class Predictor:
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        model: object = onnx_path
+        if not _utf8(onnx_path):  # onnxruntime opens UTF-8 paths only: a name in another encoding is read here
+            with open(onnx_path, 'rb') as f:
+                model = f.read()
         try:
-            self.session = ort.InferenceSession(onnx_path, options, providers=['CPUExecutionProvider'])
+            self.session = ort.InferenceSession(model, options, providers=['CPUExecutionProvider'])
         except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf types
             raise PredictError(f"cannot load ONNX file '{onnx_path}': {e}") from e
         raw = self.session.get_modelmeta().custom_metadata_map
@@ -317,13 +328,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--json', action='store_true', help='print the results as JSON')
 
 
+def _utf8(text: str) -> bool:
+    """False for a file name in another encoding, which Python hands over with surrogate escapes (PEP 383)."""
+    try:
+        text.encode('utf-8')
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def refuse_undecodable(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
-    """Exit 2 naming an argument that is not valid UTF-8 (a file name in another encoding): onnx, onnxruntime and
-    the JSON records cannot carry it, so it would fail later, deep inside a library."""
+    """Exit 2 naming an argument that is not valid UTF-8 (a file name in another encoding): onnx, timm's scripts
+    and the JSON records cannot carry it, so it would fail later, deep inside a library. (`horesnet predict`
+    needs no such check: it reads images and ONNX files under any name.)"""
     for arg in argv:
-        try:
-            arg.encode('utf-8')
-        except UnicodeEncodeError:
+        if not _utf8(arg):
             shown = os.fsencode(arg).decode('utf-8', 'backslashreplace')
             parser.error(f"argument '{shown}' is not valid UTF-8: rename the file (or link it) to a UTF-8 name")
 
@@ -347,29 +366,22 @@ def quiet_on_broken_pipe(fn: Callable[..., int], *args, **kwargs) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return quiet_on_broken_pipe(_run, args)
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        predictor = Predictor(args.onnx, threads=args.threads)
-        if predictor.trained is False:
-            provenance = predictor.metadata.get('provenance')
-            print(f"warning: ONNX file '{args.onnx}' holds untrained (random) weights: these labels are not "
-                  f"predictions" + (f" ({provenance})" if provenance else ''), file=sys.stderr)
-        results = predictor.iter_predict(list_images(args.images), topk=args.topk, batch_size=args.batch_size)
-        if args.json:  # whole, so that a failure leaves no half-written JSON
-            print(json.dumps(list(results), indent=1))
-        else:  # line by line as the batches finish: progress, and `| head` stops the work early
-            if hasattr(sys.stdout, 'reconfigure'):
-                # file names that are not UTF-8 arrive as surrogate escapes (PEP 383): write their
-                # original bytes back, as ls does, where a strict stdout would raise
-                sys.stdout.reconfigure(errors='surrogateescape')
-            for r in results:
-                print(r['image'] + ': ' + ', '.join(f"{t['label']} {t['prob']:.3f}" for t in r['top']))
-    except PredictError as e:
-        print('error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever onnxruntime wrote
-        return 1
+    """`horesnet predict`: a PredictError goes to the caller's printer (the `horesnet` command's, or `main`'s)."""
+    predictor = Predictor(args.onnx, threads=args.threads)
+    if predictor.trained is False:
+        provenance = predictor.metadata.get('provenance')
+        print(f"warning: ONNX file '{args.onnx}' holds untrained (random) weights: these labels are not "
+              f"predictions" + (f" ({provenance})" if provenance else ''), file=sys.stderr)
+    results = predictor.iter_predict(list_images(args.images), topk=args.topk, batch_size=args.batch_size)
+    if args.json:  # whole, so that a failure leaves no half-written JSON
+        print(json.dumps(list(results), indent=1))
+    else:  # line by line as the batches finish: progress, and `| head` stops the work early
+        if hasattr(sys.stdout, 'reconfigure'):
+            # file names that are not UTF-8 arrive as surrogate escapes (PEP 383): write their
+            # original bytes back, as ls does, where a strict stdout would raise
+            sys.stdout.reconfigure(errors='surrogateescape')
+        for r in results:
+            print(r['image'] + ': ' + ', '.join(f"{t['label']} {t['prob']:.3f}" for t in r['top']))
     return 0
 
 
@@ -377,9 +389,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description='Classify images with an ONNX file exported by horesnet-timm '
                                                  '(needs only onnxruntime, numpy and pillow)')
     add_arguments(parser)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    refuse_undecodable(parser, argv)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:  # the `horesnet` command's printer, for a runner that has no package around it
+        return quiet_on_broken_pipe(run, args)
+    except PredictError as e:
+        print(f'{parser.prog}: error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever onnxruntime wrote
+        return 1
 
 
 if __name__ == '__main__':

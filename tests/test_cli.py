@@ -66,10 +66,3 @@ def test_a_file_name_that_is_not_utf8_is_named_before_any_work(tmp_path, monkeyp
     assert stop.value.code == 2
     assert "is not valid UTF-8: rename the file" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
-
-
-def test_standalone_runner_refuses_a_name_that_is_not_utf8(capsys):
-    from horesnet_timm import predict
-    with pytest.raises(SystemExit) as stop:
-        predict.main(['m\udcff.onnx', 'a.png'])
-    assert stop.value.code == 2 and "'m\\xff.onnx' is not valid UTF-8" in capsys.readouterr().err

@@ -349,11 +349,14 @@ def test_file_names_that_are_not_utf8(tiny, tmp_path):
     name = os.path.join(os.fsencode(folder), b'caf\xe9.png')
     with open(images[0], 'rb') as f, open(name, 'wb') as g:
         g.write(f.read())
+    onnx_named = os.path.join(os.fsencode(folder), b'mod\xe8le.onnx')  # onnxruntime opens UTF-8 paths only
+    with open(path, 'rb') as f, open(onnx_named, 'wb') as g:
+        g.write(f.read())
     env = dict(os.environ, PYTHONIOENCODING='utf-8')
-    for argv in ([os.fsencode(path), name], [os.fsencode(path), os.fsencode(folder)]):
+    for argv in ([os.fsencode(path), name], [os.fsencode(path), os.fsencode(folder)], [onnx_named, name]):
         out = subprocess.run([sys.executable, SCRIPT, *argv], capture_output=True, env=env)
         assert out.returncode == 0 and out.stdout.startswith(name + b': '), out.stderr.decode(errors='replace')
-    assert len(Predictor(path).predict([os.fsdecode(name)])) == 1
+    assert len(Predictor(os.fsdecode(onnx_named)).predict([os.fsdecode(name)])) == 1
     with pytest.raises(PredictError) as error:  # a lone surrogate: a str no file name decodes to
         Predictor(path).predict([str(folder / 'bad\ud800.png')])
     assert 'not a valid file name' in str(error.value) and 'corrupt' not in str(error.value)
