@@ -6,7 +6,7 @@ layout (pre-activation F, as the HO-ResNet authors) and the ImageNet one (ResNet
 """
 import functools
 import json
-from typing import Any, Callable, Dict, Final, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Final, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -140,8 +140,20 @@ def no_backward() -> bool:
 _INPUT, _UPDATE, _HOLD = 0, 1, 2
 _K = -1  # the slot of the stage output just computed
 _IN = -2  # the slot of the next stage's input
-# (kind, slot, source slots, coefficients, slot whose buffer receives the result or -1, slots released after)
-PlanOp = Tuple[int, int, List[int], List[float], int, List[int]]
+
+
+class PlanOp(NamedTuple):
+    """One op of the arithmetic that follows a sub-network (a NamedTuple, so that TorchScript reads it too).
+
+    _INPUT: the next stage's input x + h sum coefs * sources (after the last stage, the output) into slot _IN;
+    _UPDATE: slot += sum coefs * sources; _HOLD: keep the stage output _K as slot.
+    """
+    kind: int
+    slot: int
+    sources: List[int]
+    coefs: List[float]
+    into: int  # the slot whose buffer receives the result (no backward pass), or -1 for a new buffer
+    release: List[int]  # slots no later op reads, dropped after this one
 
 
 def _nonzero(v) -> bool:
@@ -227,26 +239,26 @@ def stage_plan(a: Tuple[tuple, ...], b: tuple) -> Tuple[Tuple[PlanOp, ...], ...]
         for m in staying:  # W_i -= sum_j c_j P_j puts W_i in V
             c = _coordinates(_residual(m[1], space), pivots) if pivots else []
             if any(_nonzero(v) for v in c):
-                updates.append([_UPDATE, m[0], [pm[0] for pm, v in zip(pivot_maps, c) if _nonzero(v)],
-                                [-float(v) for v in c if _nonzero(v)], -1, []])
+                updates.append(PlanOp(_UPDATE, m[0], [pm[0] for pm, v in zip(pivot_maps, c) if _nonzero(v)],
+                                      [-float(v) for v in c if _nonzero(v)], -1, []))
                 for (_, vec), v in zip(pivot_maps, c):
                     m[1] = [u - v * w for u, w in zip(m[1], vec)]
                 m[2] = False
-        free = [m[0] for m in spent if not m[2] and not any(m[0] in op[2] for op in updates)]
+        free = [m[0] for m in spent if not m[2] and not any(m[0] in op.sources for op in updates)]
         into = next((sl for sl, _ in terms if sl in free), free[0] if free else -1)
         terms.sort(key=lambda term: term[0] != into)
-        ops = [[_INPUT, _IN, [sl for sl, _ in terms], [float(v) for _, v in terms], into, []]] + updates
+        ops = [PlanOp(_INPUT, _IN, [sl for sl, _ in terms], [float(v) for _, v in terms], into, [])] + updates
         if later and not k_spent and len(staying) < len(space):
-            ops.append([_HOLD, free_slot, [_K], [1.0], -1, []])
+            ops.append(PlanOp(_HOLD, free_slot, [_K], [1.0], -1, []))
             staying.append([free_slot, e, True])
             free_slot += 1
         # release each spent map, and k unless held, after its last reader
-        held = any(op[0] == _HOLD for op in ops)
+        held = any(op.kind == _HOLD for op in ops)
         for slot in [m[0] for m in spent] + ([] if held else [_K]):
-            last = max((i for i, op in enumerate(ops) if slot in op[2] or op[4] == slot), default=0)
-            ops[last][5].append(slot)
+            last = max((i for i, op in enumerate(ops) if slot in op.sources or op.into == slot), default=0)
+            ops[last].release.append(slot)
         kept = staying
-        steps.append(tuple((kind, slot, srcs, coefs, into, release) for kind, slot, srcs, coefs, into, release in ops))
+        steps.append(tuple(ops))
     return tuple(steps)
 
 
@@ -256,14 +268,14 @@ def _plan_reads(plan: List[List[PlanOp]]) -> List[List[int]]:
     cone: Dict[int, set] = {}
     for t, step in enumerate(plan):
         cone[_K] = {t}
-        for kind, slot, srcs, _, _, release in step:
-            if kind == _HOLD:
-                cone[slot] = set(cone[_K])
-            elif kind == _UPDATE:
-                cone[slot] = cone[slot].union(*(cone[sl] for sl in srcs))
+        for op in step:
+            if op.kind == _HOLD:
+                cone[op.slot] = set(cone[_K])
+            elif op.kind == _UPDATE:
+                cone[op.slot] = cone[op.slot].union(*(cone[sl] for sl in op.sources))
             elif t + 1 < len(plan):
-                reads.append(sorted(set().union(*(cone[sl] for sl in srcs))))
-            for sl in release:
+                reads.append(sorted(set().union(*(cone[sl] for sl in op.sources))))
+            for sl in op.release:
                 cone.pop(sl, None)
     return reads
 
@@ -355,9 +367,8 @@ class SchemeBlock(RecordsWiring, nn.Module):
         self.subnets = nn.ModuleList(subnets)
         self.scheme_name = scheme.name
         self.a, self.b = scheme.as_floats()
-        self.plan = [[(kind, slot, list(srcs), list(coefs), into, list(release))
-                      for kind, slot, srcs, coefs, into, release in step]
-                     for step in stage_plan(tuple(tuple(r) for r in scheme.a), tuple(scheme.b))]
+        self.plan = [[PlanOp(op.kind, op.slot, list(op.sources), list(op.coefs), op.into, list(op.release))
+                      for op in step] for step in stage_plan(tuple(tuple(r) for r in scheme.a), tuple(scheme.b))]
         self.ends_at_input = False  # `truncate` cuts the block before a stage: it then returns that input
         self.step_size = nn.Parameter(torch.ones((), device=device, dtype=dtype)) if learn_step_size else None
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
@@ -430,31 +441,31 @@ class SchemeBlock(RecordsWiring, nn.Module):
                 if i in keep:
                     inputs.append(slots[self.IN])
                 slots[self.K] = upcast_half(subnet(slots.pop(self.IN)))  # the call holds the only reference
-            for kind, slot, srcs, coefs, into, release in self.plan[i]:
-                if kind == self.HOLD:
-                    slots[slot] = slots[self.K]
-                elif kind == self.UPDATE:
-                    mine = reuse and slot in owned
-                    for j in range(len(srcs)):
+            for op in self.plan[i]:
+                if op.kind == self.HOLD:
+                    slots[op.slot] = slots[self.K]
+                elif op.kind == self.UPDATE:
+                    mine = reuse and op.slot in owned
+                    for j in range(len(op.sources)):
                         if mine:
-                            slots[slot].add_(slots[srcs[j]], alpha=coefs[j])
+                            slots[op.slot].add_(slots[op.sources[j]], alpha=op.coefs[j])
                         else:
-                            slots[slot] = torch.add(slots[slot], slots[srcs[j]], alpha=coefs[j])
+                            slots[op.slot] = torch.add(slots[op.slot], slots[op.sources[j]], alpha=op.coefs[j])
                             mine = reuse
-                    owned.append(slot)
+                    owned.append(op.slot)
                 else:
-                    buffer = into if reuse and into in owned else -1
+                    buffer = op.into if reuse and op.into in owned else -1
                     if i < last or self.ends_at_input:
-                        slots[self.IN] = self._sum(slots, srcs, coefs, x_hi, buffer, reuse).to(x.dtype)
+                        slots[self.IN] = self._sum(slots, op.sources, op.coefs, x_hi, buffer, reuse).to(x.dtype)
                     elif reuse and not (self.training and self.has_drop_path) and x_hi.dtype == x.dtype:
-                        out = self.act(self._sum(slots, srcs, coefs, x, buffer, reuse))
+                        out = self.act(self._sum(slots, op.sources, op.coefs, x, buffer, reuse))
                     else:
-                        total = slots[srcs[0]] if len(srcs) == 1 and coefs[0] == 1. else \
-                            self._sum(slots, srcs, coefs, None, buffer, reuse)
+                        total = slots[op.sources[0]] if len(op.sources) == 1 and op.coefs[0] == 1. else \
+                            self._sum(slots, op.sources, op.coefs, None, buffer, reuse)
                         if self.step_size is not None:
                             total = total * self.step_size
                         out = self.act(x + self.drop_path(total.to(x.dtype)))
-                for r in release:
+                for r in op.release:
                     del slots[r]
         if self.ends_at_input:
             out = slots[self.IN]
@@ -482,7 +493,7 @@ class SchemeBlock(RecordsWiring, nn.Module):
                 needed.update(reads[i])
         self.subnets = nn.ModuleList([m if i in needed else nn.Identity() for i, m in enumerate(self.subnets[:stages])])
         self.b = self.a[stages][:stages]
-        self.plan = self.plan[:stages - 1] + [[op for op in self.plan[stages - 1] if op[0] == _INPUT]]
+        self.plan = self.plan[:stages - 1] + [[op for op in self.plan[stages - 1] if op.kind == _INPUT]]
         self.ends_at_input = True
         self.act = nn.Identity()
         self.drop_path = nn.Identity()

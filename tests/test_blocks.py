@@ -281,7 +281,7 @@ def live_maps(scheme):
     first, which reads the block's input x)."""
     live, counts = 0, [0]
     for step in stage_plan(tuple(tuple(row) for row in scheme.a), tuple(scheme.b))[:-1]:
-        live += sum(op[0] == _HOLD for op in step) - sum(sl >= 0 for op in step for sl in op[5])
+        live += sum(op.kind == _HOLD for op in step) - sum(sl >= 0 for op in step for sl in op.release)
         counts.append(live + 1)
     return counts
 
