@@ -144,8 +144,10 @@ def test_output_stride_dilates_the_last_stages(output_stride, reductions):
     assert dense.feature_info.reduction() == reductions
     with torch.no_grad():
         assert [f.shape[-1] for f in dense(torch.randn(1, 3, 64, 64))] == [64 // r for r in reductions]
-    with pytest.raises(ValueError, match='CIFAR layout keeps one resolution'):
+    with pytest.raises(ValueError, match='this one reduces it 1 times, so it has no stride to trade for dilation'):
         timm.create_model('horesnet10_rk4', output_stride=16)
+    with pytest.raises(ValueError, match='reduces it 4 times'):  # the ImageNet stem, one stage: nothing to dilate
+        timm.create_model('horesnet10_rk4', stem='imagenet', output_stride=8)
 
 
 @pytest.mark.parametrize('architecture', ['DeepLabV3Plus', 'DeepLabV3', 'Unet', 'FPN'])

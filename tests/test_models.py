@@ -106,6 +106,7 @@ def test_scheme_that_does_not_divide_the_depth_says_which_depths_work():
 @pytest.mark.parametrize('kwargs, error, message', [
     (dict(scheme='rk5'), ValueError, 'unknown scheme'),
     (dict(subnet='dense'), ValueError, 'unknown subnet'),
+    (dict(stem='deep'), ValueError, "unknown stem 'deep'; valid: 'cifar', 'imagenet'"),
     (dict(scheme='lm', learn_step_size=True), ValueError, 'learns its k_n'),
     (dict(in_chans=0), ValueError, r'in_chans must be an integer >= 1 \(3 for RGB, 1 for grayscale\), got 0'),
     (dict(in_chans=3.0), TypeError, r'in_chans must be an integer >= 1 .*got 3.0'),
@@ -134,6 +135,14 @@ def test_scheme_that_does_not_divide_the_depth_says_which_depths_work():
 def test_bad_arguments_name_the_problem(kwargs, error, message):
     with pytest.raises(error, match=message):
         timm.create_model('horesnet10_euler', device='meta', **kwargs)
+
+
+def test_a_new_stem_is_a_table_entry(monkeypatch):
+    from horesnet_timm.models import horesnet
+    monkeypatch.setitem(horesnet.STEMS, 'coarse', (5, 4, False))  # kernel 5, stride 4, no pool
+    model = timm.create_model('horesnet10_euler', stem='coarse', num_classes=3).eval()
+    assert model.stem.conv.kernel_size == (5, 5) and isinstance(model.stem_pool, torch.nn.Identity)
+    assert model.feature_info[0]['reduction'] == 4 and model.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 8
 
 
 def test_good_arguments_at_the_edges_build():

@@ -27,7 +27,7 @@ from timm.models._features_fx import FeatureGraphNet
 from ..blocks import SUBNETS, MultistepBlock, SchemeBlock, Transition
 from ..schemes import Scheme, get_scheme
 
-__all__ = ['HoResNet', 'Stage', 'MultistepStage', 'create_horesnet']
+__all__ = ['HoResNet', 'Stage', 'MultistepStage', 'STEMS', 'create_horesnet']
 
 
 class Stage(nn.Module):
@@ -211,6 +211,13 @@ def _subnet_taps(num_subnets: int, per_block: int, **info) -> List[Dict]:
     return taps
 
 
+# stem -> (odd conv kernel size, conv stride, a 3x3 stride-2 max-pool after it); a new stem is an entry here
+STEMS = {
+    'cifar': (3, 1, False),  # the paper's: full resolution into the first stage
+    'imagenet': (7, 2, True),  # ResNet's: a quarter of the resolution
+}
+
+
 class HoResNet(nn.Module):
     """HO-ResNet and LM-ResNet, a timm model.
 
@@ -219,9 +226,9 @@ class HoResNet(nn.Module):
         channels: width of each stage (before the sub-network's expansion).
         scheme: a name from `horesnet_timm.list_schemes()` or a `Scheme`.
         subnet: 'preact' (BN-ReLU-Conv x2, the HO-ResNet authors'), 'basic' or 'bottleneck' (ResNet's).
-        stem: 'cifar' (conv3x3, stride 1) or 'imagenet' (conv7x7 stride 2 + 3x3 max-pool).
-        output_stride: 32, 16 or 8 (ImageNet layout): the last stages dilate instead of striding, as timm's
-            ResNet, for dense prediction (DeepLab); the weights are the same.
+        stem: a key of STEMS: 'cifar' (conv3x3, stride 1) or 'imagenet' (conv7x7 stride 2 + 3x3 max-pool).
+        output_stride: 32, 16 or 8 for a trunk that reduces by 32 (the ImageNet layout): the last stages dilate
+            instead of striding, as timm's ResNet, for dense prediction (DeepLab); the weights are the same.
         learn_step_size: one learnable step size h per block, initialised to 1 (the paper's 'adaptive').
         block_act: apply the activation after each block's final add (the authors' choice), else none.
         zero_init_last: zero the last layer of every sub-network, so each block starts as the identity.
@@ -264,11 +271,8 @@ class HoResNet(nn.Module):
         _check_flag('zero_init_last', zero_init_last)
         if not isinstance(subnet, str) or subnet not in SUBNETS:
             raise ValueError(f'unknown subnet {subnet!r}; valid: {", ".join(SUBNETS)}')
-        if stem not in ('cifar', 'imagenet'):
-            raise ValueError(f"unknown stem {stem!r}; valid: 'cifar', 'imagenet'")
-        if output_stride not in (8, 16, 32) or (stem == 'cifar' and output_stride != 32):
-            raise ValueError(f'output_stride {output_stride!r}: the ImageNet layout takes 32, 16 or 8; the CIFAR '
-                             f'layout keeps one resolution (no stride to trade for dilation), so it takes none')
+        if not isinstance(stem, str) or stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; valid: {', '.join(map(repr, STEMS))}")
         if len(layers) != len(channels):
             raise ValueError(f'layers {layers} and channels {channels} must have one entry per stage')
         if learn_step_size and scheme.multistep:
@@ -298,16 +302,19 @@ class HoResNet(nn.Module):
         # ViTs tap every block, it taps every sub-network's input. Staged trunks tap each stage.
         self.flat = len(layers) == 1 and layers[0] > 0
 
-        stem_stride = 1 if stem == 'cifar' else 2
+        kernel_size, stem_stride, pooled = STEMS[stem]
+        reduction = stem_stride * (2 if pooled else 1)
+        if output_stride not in (8, 16, 32) or (output_stride != 32 and reduction * 2 ** (len(plan) - 1) != 32):
+            raise ValueError(f'output_stride {output_stride!r}: a trunk that reduces its input 32 times (the ImageNet '
+                             f'layout) takes 32, 16 or 8; this one reduces it {reduction * 2 ** (len(plan) - 1)} '
+                             f'times, so it has no stride to trade for dilation and takes 32 only')
         self.stem = nn.Sequential()
-        self.stem.add_module('conv', nn.Conv2d(
-            in_chans, stem_width, 3 if stem == 'cifar' else 7, stride=stem_stride,
-            padding=1 if stem == 'cifar' else 3, bias=False, **dd))
+        self.stem.add_module('conv', nn.Conv2d(in_chans, stem_width, kernel_size, stride=stem_stride,
+                                               padding=kernel_size // 2, bias=False, **dd))
         self.stem.add_module('bn', norm_layer(stem_width, **dd))
         self.stem.add_module('act', act_layer(inplace=True))
-        self.stem_pool = nn.Identity() if stem == 'cifar' else nn.MaxPool2d(3, stride=2, padding=1)
+        self.stem_pool = nn.MaxPool2d(3, stride=2, padding=1) if pooled else nn.Identity()
         self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module='stem')]
-        reduction = stem_stride * (1 if stem == 'cifar' else 2)
 
         # stochastic depth: one rate per residual unit (transition or block), rising linearly
         num_units = sum(has_transition) + sum(layers) // scheme.stages
