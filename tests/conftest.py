@@ -9,6 +9,10 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / 'configs'
+# one small registered model per scheme family and layout: Euler, midpoint, RK4, Verner-8 with fixed and learned
+# steps, LM, and the ImageNet layout (transitions, four stages) with a Runge-Kutta and an LM trunk
+ONE_PER_FAMILY = ['horesnet10_euler', 'horesnet10_midpoint', 'horesnet10_rk4', 'horesnet30_rk8', 'horesnet30_rk8_adaptive',
+                  'horesnet58_lm', 'horesnet32i_rk4', 'horesnet32i_lm']
 
 
 def make_image_folder(root: Path, size: int = 32, mode: str = 'RGB', per_class: int = 8,

@@ -8,19 +8,9 @@ import timm
 from torch.nn.parallel import DistributedDataParallel
 
 import horesnet_timm  # noqa: F401
+from conftest import ONE_PER_FAMILY
 
 WORLD_SIZE = 2
-# one model per scheme family and block kind; (name, input size, create kwargs)
-FAMILIES = [
-    ('horesnet10_euler', 32, {}),
-    ('horesnet10_midpoint', 32, {}),
-    ('horesnet10_rk4', 32, {}),
-    ('horesnet30_rk8', 32, {}),
-    ('horesnet30_rk8_adaptive', 32, {}),
-    ('horesnet58_lm', 32, {'layers': (6,)}),
-    ('horesnet32i_lm', 64, {}),
-    ('horesnet50i_rk4', 64, {'drop_path_rate': 0.1}),
-]
 
 
 def _flat(tensors):
@@ -56,8 +46,9 @@ def _worker(rank, store):
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=WORLD_SIZE)
     try:
-        for name, size, kwargs in FAMILIES:
-            _train(rank, name, size, kwargs)
+        for name in ONE_PER_FAMILY:  # the ImageNet layout at 64x64, with stochastic depth
+            imagenet = 'i_' in name
+            _train(rank, name, 64 if imagenet else 32, {'drop_path_rate': 0.1} if imagenet else {})
     finally:
         dist.destroy_process_group()
 

@@ -20,20 +20,13 @@ from horesnet_timm.cli import main
 from horesnet_timm.hub import HubError, stage
 from horesnet_timm.loading import LoadError, Loaded, load_model
 
-from conftest import train_py_checkpoint  # noqa: F401  (test_hub_roundtrip imports it from here)
+from conftest import ONE_PER_FAMILY, randomised, train_py_checkpoint  # noqa: F401  (test_hub_roundtrip imports it from here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def trained(name, **kwargs):
-    """A model whose every float tensor (BN statistics, zero-init weights) is non-trivial."""
-    torch.manual_seed(0)
-    model = timm.create_model(name, **kwargs)
-    with torch.no_grad():
-        for t in model.state_dict().values():
-            if t.is_floating_point():
-                t.copy_(torch.randn_like(t) * 0.05 + (1.0 if t.ndim == 1 else 0.0))
-    return model.eval()
+    return randomised(timm.create_model(name, **kwargs))
 
 
 def outputs(model, input_size=(3, 32, 32)):
@@ -46,12 +39,7 @@ def dry_run(*argv):
     return main(['hub', 'push', *map(str, argv), '--dry-run'])
 
 
-# one model per scheme family, and one of the ImageNet layout
-FAMILIES = ['horesnet10_euler', 'horesnet10_midpoint', 'horesnet10_rk4', 'horesnet30_rk8',
-            'horesnet30_rk8_adaptive', 'horesnet58_lm', 'horesnet32i_rk4']
-
-
-@pytest.mark.parametrize('name', FAMILIES)
+@pytest.mark.parametrize('name', ONE_PER_FAMILY)
 def test_dry_run_loads_back_identically(tmp_path, name, capsys):
     source = trained(name)
     checkpoint = tmp_path / 'weights.safetensors'

@@ -21,40 +21,9 @@ from horesnet_timm.loading import load_model
 from horesnet_timm.onnx_export import ExportError, export_onnx, model_metadata, synthetic_images
 from horesnet_timm.predict import Predictor, load_image, preprocess
 
-from conftest import train_py_checkpoint
+from conftest import ONE_PER_FAMILY, randomised, train_py_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# one per scheme family and layout: Euler, midpoint, RK4, Verner-8 with learnable steps, LM, ImageNet
-FAMILY = [
-    ('horesnet10_euler', {}),
-    ('horesnet10_midpoint', {}),
-    ('horesnet10_rk4', {}),
-    ('horesnet30_rk8_adaptive', {}),
-    ('horesnet10_euler', dict(scheme='lm')),  # the LM block at depth 10 (the registered LM nets are 58+)
-    ('horesnet32i_lm', {}),
-]
-
-
-def nontrivial(model, seed=0):
-    """Random BN statistics and affine terms, step sizes and LM k_n away from their init, so every
-    term of the graph matters (freshly built, BN is the identity and step sizes are 1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            u = torch.rand(t.shape, generator=g)
-            if name.endswith(('running_var', '.weight')) and t.ndim == 1:
-                t.copy_(0.5 + u)
-            elif name.endswith(('running_mean', '.bias')) and t.ndim == 1 and 'fc' not in name:
-                t.copy_(0.2 * (u - 0.5))
-            elif name.endswith('step_size'):
-                t.copy_(0.5 + u)
-            elif name.endswith('.k'):
-                t.copy_(u - 0.5)
-    return model.eval()
-
 
 def onnx_files(directory):
     return sorted(f for f in os.listdir(directory) if '.onnx' in f or f.endswith(('.tmp', '.probe')))
@@ -66,9 +35,9 @@ def check_parity(rows, tol=1e-4):
         assert r['top1'] == 1.0, r
 
 
-@pytest.mark.parametrize('name, kwargs', FAMILY, ids=[n + ''.join(f'-{v}' for v in k.values()) for n, k in FAMILY])
-def test_family_exports_with_parity(tmp_path, name, kwargs):
-    model = nontrivial(timm.create_model(name, **kwargs))
+@pytest.mark.parametrize('name', ONE_PER_FAMILY)
+def test_family_exports_with_parity(tmp_path, name):
+    model = randomised(timm.create_model(name))
     out = tmp_path / 'model.onnx'
     result = export_onnx(model, str(out), batch_size=4)
     cases = {r['case'] for r in result['checks']}
@@ -88,7 +57,7 @@ def test_imagenet_labels_and_overridden_classes():
 
 
 def test_cli_export_metadata_then_predict_with_checkpoint(tmp_path, capsys):
-    source = nontrivial(timm.create_model('horesnet10_midpoint'))
+    source = randomised(timm.create_model('horesnet10_midpoint'))
     weights = tmp_path / 'model.safetensors'
     save_file(source.state_dict(), str(weights))
     out = tmp_path / 'h.onnx'
@@ -118,7 +87,7 @@ def test_cli_export_metadata_then_predict_with_checkpoint(tmp_path, capsys):
 
 
 def test_train_py_checkpoint_names_the_model(tmp_path):
-    source = nontrivial(timm.create_model('horesnet10_rk4'))
+    source = randomised(timm.create_model('horesnet10_rk4'))
     path = tmp_path / 'model_best.pth.tar'
     torch.save({'arch': 'horesnet10_rk4', 'state_dict': source.state_dict()}, path)
     model = load_model(str(path)).model
@@ -128,7 +97,7 @@ def test_train_py_checkpoint_names_the_model(tmp_path):
 
 def test_local_dir_source(tmp_path):
     from timm.models import save_for_hf
-    source = nontrivial(timm.create_model('horesnet10_euler'))
+    source = randomised(timm.create_model('horesnet10_euler'))
     save_for_hf(source, str(tmp_path / 'repo'), safe_serialization=True)
     model = load_model(f'local-dir:{tmp_path / "repo"}').model
     x = torch.randn(2, 3, 32, 32)
@@ -137,7 +106,7 @@ def test_local_dir_source(tmp_path):
 
 
 def test_static_batch_and_dynamic_size(tmp_path):
-    model = nontrivial(timm.create_model('horesnet10_rk4'))
+    model = randomised(timm.create_model('horesnet10_rk4'))
     out = tmp_path / 'static.onnx'
     result = export_onnx(model, str(out), dynamic_batch=False, batch_size=2)
     check_parity(result['checks'])
@@ -151,7 +120,7 @@ def test_static_batch_and_dynamic_size(tmp_path):
 
 @pytest.mark.parametrize('precision', ['fp16', 'int8'])
 def test_reduced_precision(tmp_path, precision):
-    model = nontrivial(timm.create_model('horesnet10_rk4'))
+    model = randomised(timm.create_model('horesnet10_rk4'))
     out = tmp_path / f'{precision}.onnx'
     result = export_onnx(model, str(out), precision=precision, batch_size=4)
     images = [r for r in result['checks'] if r['case'].startswith('images')]
@@ -268,7 +237,7 @@ def test_output_directory_missing_or_not_writable(tmp_path, capsys, monkeypatch)
 
 
 def test_failed_verification_leaves_nothing(tmp_path):
-    model = nontrivial(timm.create_model('horesnet10_rk4'))
+    model = randomised(timm.create_model('horesnet10_rk4'))
     with pytest.raises(ExportError, match='differs from PyTorch beyond'):
         export_onnx(model, str(tmp_path / 'x.onnx'), tol=1e-15)
     assert onnx_files(tmp_path) == []
@@ -286,7 +255,7 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', timm.list_models('horesnet*'))
 def test_every_registered_model_exports_with_parity(tmp_path, name):
-    model = nontrivial(timm.create_model(name))
+    model = randomised(timm.create_model(name))
     with torch.no_grad():  # classifier scaled to logits of about 10, as a trained model's, so 1e-4 is absolute
         model.fc.weight.mul_(10 / model(torch.randn(8, *model.pretrained_cfg['input_size'])).abs().max())
         model.fc.bias.zero_()
@@ -311,7 +280,7 @@ def _logits(path, x):
 
 def test_train_py_checkpoint_exports_the_scheme_and_input_it_was_trained_with(tmp_path, capsys):
     """`--model-kwargs scheme=gill4` on 1x28x28 Fashion-MNIST: a gill4 graph on one channel, not rk4 on three."""
-    source = nontrivial(timm.create_model('horesnet10_rk4', scheme='gill4', in_chans=1))
+    source = randomised(timm.create_model('horesnet10_rk4', scheme='gill4', in_chans=1))
     path = train_py_checkpoint(tmp_path / 'model_best.pth.tar', source, 'horesnet10_rk4', model_kwargs={'scheme': 'gill4'},
                                num_classes=10, input_size=[1, 28, 28], mean=[0.286], std=[0.353],
                                dataset='torch/fashion_mnist')
@@ -332,7 +301,7 @@ def test_train_py_checkpoint_exports_the_scheme_and_input_it_was_trained_with(tm
 
 
 def test_opset_is_the_one_asked_for_or_refused(tmp_path, capsys):
-    model = nontrivial(timm.create_model('horesnet10_midpoint'))
+    model = randomised(timm.create_model('horesnet10_midpoint'))
     out = tmp_path / 'op17.onnx'
     result = export_onnx(model, str(out), opset=17, batch_size=2)  # below 18: the TorchScript exporter
     check_parity(result['checks'])
@@ -347,7 +316,7 @@ def test_opset_is_the_one_asked_for_or_refused(tmp_path, capsys):
 
 
 def test_fp16_verification_fails_on_infinite_logits(tmp_path):
-    model = nontrivial(timm.create_model('horesnet10_rk4'))
+    model = randomised(timm.create_model('horesnet10_rk4'))
     with torch.no_grad():
         model.fc.weight.mul_(1e6)  # fine in fp32, beyond fp16's 65504
     with pytest.raises(ExportError, match=r'the fp16 file gives NaN or infinite logits.*overflows beyond 65504'):
