@@ -25,6 +25,8 @@ def test_bench_quick_prints_machine_versions_and_ratios(capsys, tmp_path):
     assert next(line for line in out.splitlines() if line.startswith('horesnet10_rk4'))
     saved = json.loads((tmp_path / 'bench-cpu.json').read_text())
     assert [r['model'] for r in saved['rows']] == ['horesnet10_euler', 'horesnet10_rk4']
+    euler, rk4 = saved['rows']
+    assert rk4['train_x'] == pytest.approx(rk4['train_ms'] / euler['train_ms'])  # the ratio is to Euler's row
     assert len(saved['rows'][1]['times']['train']) == 2
     assert '| model |' in (tmp_path / 'bench-cpu.md').read_text()
     assert (tmp_path / 'bench-cpu.png').read_bytes()[:4] == b'\x89PNG'

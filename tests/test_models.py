@@ -41,10 +41,7 @@ def meta_model(name, **kwargs):
 
 def test_registry_lists_the_whole_family():
     expected = set(TABLE3_MODELS) | {'horesnet58_lm', 'horesnet86_lm'} | set(IMAGENET_MODELS) | set(WIDTH16_MODELS)
-    assert set(ALL_MODELS) == expected
-    # pretrained tags are exactly the weights that ship in the package (tests/test_published.py)
-    from horesnet_timm.models.cifar import WEIGHTS
-    assert timm.list_models('horesnet*', pretrained=True) == sorted(p.parent.name for p in WEIGHTS.glob('*/config.json'))
+    assert set(ALL_MODELS) == expected  # the pretrained tags: tests/test_published.py
 
 
 @pytest.mark.parametrize('name', WIDTH16_MODELS)

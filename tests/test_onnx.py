@@ -95,16 +95,6 @@ def test_train_py_checkpoint_names_the_model(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), source.state_dict().values()))
 
 
-def test_local_dir_source(tmp_path):
-    from timm.models import save_for_hf
-    source = randomised(timm.create_model('horesnet10_euler'))
-    save_for_hf(source, str(tmp_path / 'repo'), safe_serialization=True)
-    model = load_model(f'local-dir:{tmp_path / "repo"}').model
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(model(x), source(x))
-
-
 def test_static_batch_and_dynamic_size(tmp_path):
     model = randomised(timm.create_model('horesnet10_rk4'))
     out = tmp_path / 'static.onnx'
