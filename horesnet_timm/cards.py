@@ -13,6 +13,8 @@ from typing import Any, Dict, Optional
 
 from .errors import HoresnetError
 from .fileio import regular_file
+from .models import cifar
+from .schemes import get_scheme
 
 __all__ = ['CardError', 'EVAL_KEYS', 'load_eval_record', 'published_record', 'tableau', 'render_card']
 
@@ -59,9 +61,8 @@ def load_eval_record(path: str) -> Dict[str, Any]:
 
 def published_record(loaded) -> Optional[Dict[str, Any]]:
     """The evaluation record of a shipped pretrained tag (its eval.json), when `loaded` holds one's weights."""
-    from .models.cifar import WEIGHTS
     weights = loaded.model.pretrained_cfg.get('file') if loaded.trained else None
-    if not weights or Path(weights).parent.parent != WEIGHTS or not (Path(weights).parent / 'eval.json').is_file():
+    if not weights or Path(weights).parent.parent != cifar.WEIGHTS or not (Path(weights).parent / 'eval.json').is_file():
         return None
     return load_eval_record(str(Path(weights).parent / 'eval.json'))
 
@@ -78,7 +79,6 @@ def tableau(scheme) -> str:
 
 
 def _scheme_text(model) -> Dict[str, str]:
-    from .schemes import get_scheme
     scheme = get_scheme(model.scheme)
     if scheme.multistep:
         explanation = (

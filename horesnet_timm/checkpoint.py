@@ -15,7 +15,11 @@ import pickle
 import re
 from typing import Any, Dict, List
 
+import timm
 import torch
+import torch.nn as nn
+from safetensors.torch import load as load_safetensors
+from timm.layers import DropPath
 from timm.models import load_state_dict
 
 from .errors import HoresnetError
@@ -41,11 +45,10 @@ def readable_file(path: str) -> str:
 
 
 def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
-    from safetensors.torch import load
     with open(path, 'rb') as f:  # read through Python: any path the OS accepts, UTF-8 or not
         data = f.read()
     try:
-        return load(data)
+        return load_safetensors(data)
     except Exception as e:  # safetensors raises its own SafetensorError
         raise CheckpointError(f"cannot read safetensors file '{path}': {e}. The file is truncated or corrupt; "
                               f"download or save it again.") from e
@@ -191,8 +194,6 @@ def architecture_of(model) -> List[str]:
     """What fixes the function a model computes from its weights: every module with its settings and
     every parameter and buffer with its shape. Dropout and drop-path are left out: they act only in
     training, so changing their rates does not contradict the weights."""
-    from timm.layers import DropPath
-    import torch.nn as nn
     skip = (DropPath, nn.Dropout, nn.Identity)
     lines = [f'{name}: {type(m).__name__}({m.extra_repr()})' + (f" scheme={m.scheme}" if isinstance(
         getattr(m, 'scheme', None), str) else '') for name, m in model.named_modules() if not isinstance(m, skip)]
@@ -203,7 +204,6 @@ def architecture_of(model) -> List[str]:
 def check_recorded_architecture(model: torch.nn.Module, meta: Dict[str, Any], path: str) -> None:
     """Refuse a model built otherwise than the checkpoint's record says its weights were trained:
     schemes with equal stage counts share every key and shape, so only the wiring tells them apart."""
-    import timm
     if not meta.get('arch') or 'model_args' not in meta or not timm.is_model(meta['arch']):
         return
     recorded = architecture_of(timm.create_model(meta['arch'], device='meta', **meta['model_args']))

@@ -10,9 +10,12 @@ multistep rule adds the previous block's input u_{n-1} into the output with its 
 for Verner's 8th-order scheme "because of the complicated connections"; this one comes from the
 same data as the block, and matplotlib draws it (lines, markers, boxes, arrows).
 """
+import hashlib
 import textwrap
 from pathlib import Path
 from typing import Optional, Tuple
+
+from .schemes import get_scheme
 
 __all__ = ['FORMATS', 'fingerprint', 'draw_scheme']
 
@@ -23,8 +26,6 @@ LAYOUT = 2  # bump when the drawing changes, so committed drawings are known to 
 def fingerprint(name: str) -> str:
     """What a drawing shows, as a short hash: the tableau and the layout version. Stored in the file's
     metadata, so a test can tell a committed drawing from a stale one whatever matplotlib's version."""
-    import hashlib
-    from .schemes import get_scheme
     scheme = get_scheme(name)
     data = repr((LAYOUT, scheme.name, scheme.order, scheme.title, scheme.a, scheme.b, scheme.c, scheme.multistep))
     return hashlib.sha256(data.encode()).hexdigest()[:16]
@@ -43,7 +44,6 @@ def draw_scheme(name: str, path: str, dpi: int = 100, fmt: Optional[str] = None)
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from .schemes import get_scheme
     scheme = get_scheme(name)
     s = scheme.stages
     out = s + 1  # the output row, below the stages

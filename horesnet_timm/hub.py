@@ -16,9 +16,20 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .errors import HoresnetError
+import timm
+import torch
+from timm.models import save_for_hf
+
+from . import __version__
+from .cards import render_card
+from .checkpoint import CheckpointError, read_state_dict
+from .errors import HoresnetError, UsageError
 from .fileio import atomic_output, regular_file, umask
 from .loading import explain_hub_error
+from .models import cifar
+from .onnx_export import ExportError, compare, onnx_session, synthetic_images, verify, within_tolerance
+from .predict import REQUIRED_KEYS
+from .stats import measure
 
 __all__ = ['HubError', 'stage', 'check_folder', 'push', 'load_from_hub', 'shipped_folders', 'check_shipped']
 
@@ -58,9 +69,6 @@ def _check_onnx(path: Path, model, source: str) -> None:
     at its precision (fp32 within the exporter's bound, fp16 / int8 by top-1 agreement on images) and batch."""
     try:
         import onnx
-        import torch
-        from .onnx_export import ExportError, compare, onnx_session, synthetic_images, verify, within_tolerance
-        from .predict import REQUIRED_KEYS
     except ImportError as e:
         raise HubError("checking an ONNX file needs onnxruntime: pip install 'horesnet-timm[onnx]'") from e
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
@@ -92,8 +100,6 @@ def check_folder(folder: Path, model, onnx_source: Optional[str] = None) -> floa
     `local-dir:` reads config.json (architecture, model_args, pretrained_cfg) through the same
     parser as `hf-hub:`, so a missing `scheme=` or a wrong class count shows up here, before upload.
     """
-    import timm
-    import torch
     try:
         loaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
     except (ValueError, RuntimeError) as e:  # the wiring record or timm's strict load: config.json builds another model
@@ -136,9 +142,6 @@ def stage(loaded, folder: str, repo_id: Optional[str] = None, eval_record: Optio
           datasets: Sequence[str] = (), onnx: Optional[str] = None) -> Path:
     """Write and check the Hub folder for `loaded` (a loading.Loaded). It appears at `folder` complete, or
     not at all."""
-    from timm.models import save_for_hf
-    from .cards import render_card
-    from .stats import measure
     if onnx is not None:
         regular_file(onnx, 'ONNX file', HubError)
     model = loaded.model
@@ -164,7 +167,6 @@ def push(folder: Path, repo_id: str, private: bool = False, revision: Optional[s
          commit_message: Optional[str] = None, token: Optional[str] = None):
     """Upload a staged folder as one commit (so a failed push leaves the repository unchanged)."""
     from huggingface_hub import HfApi
-    from . import __version__
     api = HfApi(token=token, library_name='horesnet-timm', library_version=__version__)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision:
@@ -181,9 +183,7 @@ def load_from_hub(repo_id: str, **kwargs):
     named (timm would report a 404 for pytorch_model.bin, its fallback); the weights are then
     fetched into the cache timm reads from and checked, so a truncated file is named too.
     """
-    import timm
     from huggingface_hub import HfApi, hf_hub_download
-    from .checkpoint import CheckpointError, read_state_dict
     repo, _, revision = repo_id.partition('@')
     try:
         info = HfApi().model_info(repo, revision=revision or 'main')
@@ -216,15 +216,13 @@ def load_from_hub(repo_id: str, **kwargs):
 
 def shipped_folders(only: Sequence[str] = ()) -> List[Path]:
     """The shipped Hub folders, sorted by name; with `only`, those named (each must exist)."""
-    from .errors import UsageError
-    from .models.cifar import WEIGHTS as SHIPPED
-    folders = {p.parent.name: p.parent for p in SHIPPED.glob(f'*/{CONFIG}')}
+    folders = {p.parent.name: p.parent for p in cifar.WEIGHTS.glob(f'*/{CONFIG}')}
     unknown = [n for n in only if n not in folders]
     if unknown:
         raise UsageError(f"--only {' '.join(unknown)}: not a shipped folder; the package ships "
                          f"{', '.join(sorted(folders)) or 'none'}")
     if not folders:
-        raise HubError(f"no pretrained folders ship in '{SHIPPED}'")
+        raise HubError(f"no pretrained folders ship in '{cifar.WEIGHTS}'")
     return [folders[n] for n in sorted(set(only) or folders)]
 
 
@@ -236,7 +234,6 @@ def check_shipped(folder: Path) -> Dict:
     pretrained=True)`; its card must show the top-1 of its eval.json. Returns {'hf_hub_id', 'files': [(name,
     size)], 'sha256'} (sha256 of model.safetensors); every regular file of the folder is uploaded.
     """
-    import timm
     name = folder.name
     missing = [f for f in (CONFIG, WEIGHTS, CARD, EVAL) if not (folder / f).is_file()]
     if missing:

@@ -23,6 +23,7 @@ The file is written under a temporary name in the output directory and renamed i
 after it passed, so a failure leaves nothing behind.
 """
 import contextlib
+import copy
 import errno
 import json
 import logging
@@ -32,7 +33,11 @@ import warnings
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import timm
+import torch
+from timm.data import ImageNetInfo, infer_imagenet_subset, resolve_data_config
 
+from . import __version__
 from .errors import HoresnetError
 from .fileio import atomic_output
 from .predict import decode_metadata, load_image, preprocess
@@ -65,10 +70,6 @@ def model_metadata(model, source: str, precision: str = 'fp32', trained: Optiona
     `trained` False marks random weights, so a runner can say its labels are not predictions;
     None (a model passed in from Python) leaves the key out.
     """
-    import timm
-    import torch
-    from timm.data import ImageNetInfo, infer_imagenet_subset, resolve_data_config
-    from . import __version__
     cfg = resolve_data_config(model=model)
     labels = getattr(model, 'pretrained_cfg', {}).get('label_names')
     if not labels or len(labels) != model.num_classes:
@@ -124,8 +125,6 @@ def synthetic_images(directory: str, count: int = 8, size=(96, 80), seed: int = 
 
 def _export(model, path: str, input_size, opset: int, dynamic_batch: bool, dynamic_size: bool, batch_size: int,
             half: bool = False):
-    import copy
-    import torch
     if half:  # the graph PyTorch runs in fp16: fp16 I/O and convs, stage combinations in fp32 (blocks.upcast_half)
         model = copy.deepcopy(model).half()
     axes = ({0: 'batch'} if dynamic_batch else {}) | ({2: 'height', 3: 'width'} if dynamic_size else {})
@@ -186,7 +185,6 @@ def onnx_session(path: str):
 
 def compare(model, session, cases: Dict[str, np.ndarray]) -> List[Dict]:
     """onnxruntime against PyTorch per named input batch: max abs / rel error, max |logit|, top-1 agreement."""
-    import torch
     rows = []
     onnx_input = session.get_inputs()[0]
     dtype = np.float16 if onnx_input.type == 'tensor(float16)' else np.float32

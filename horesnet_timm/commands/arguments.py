@@ -5,6 +5,8 @@ through the one loader (loading.load_model)."""
 import argparse
 import math
 
+from timm.utils import ParseKwargs
+
 from ..errors import UsageError
 from ..loading import Loaded, load_model
 
@@ -56,7 +58,6 @@ class ModelKwargs(argparse.Action):
     instead of a traceback for an item without '='."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from timm.utils import ParseKwargs
         bad = [v for v in values if v and '=' not in v]
         if bad:
             raise argparse.ArgumentError(self, f"{bad[0]!r} is not KEY=VALUE (e.g. scheme=gill4)")

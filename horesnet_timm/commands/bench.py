@@ -41,6 +41,7 @@ from ..errors import HoresnetError, UsageError
 from ..fileio import atomic_output, describe_os_error, output_directory
 from ..measure import MEMORY_ENV, cpu_name, cuda_peak_growth, interleaved, peak_growth
 from ..onnx_export import export_onnx
+from .tour import format_table
 
 __all__ = ['MODELS', 'QUICK_MODELS', 'ORT_VARIANTS', 'machine_line', 'add_arguments', 'run']
 
@@ -292,7 +293,6 @@ def _cell(value, fmt: str) -> str:
 
 def tables(rows: List[Dict], markdown: bool) -> str:
     """One table per mode; `xE` columns are ratios to the Euler model of the same depth and mode."""
-    from .tour import format_table
     out = []
     for mode in dict.fromkeys(r['mode'] for r in rows):
         group = [r for r in rows if r['mode'] == mode]

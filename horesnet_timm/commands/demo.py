@@ -28,7 +28,23 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from timm.data import resolve_data_config
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from tqdm import tqdm
 
+from .. import __version__
+from ..errors import HoresnetError, UsageError
+from ..fileio import atomic_output, output_directory
+from ..hub import stage
+from ..loading import Loaded
+from ..models.cifar import FASHION_MNIST_LABELS
+from ..onnx_export import export_onnx
+from ..predict import Predictor
+from ..schemes import list_schemes
 from .arguments import non_negative_int, positive_float, positive_int
 
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'  # Debian's dataset-fashion-mnist
@@ -46,7 +62,6 @@ class Data:
 
     def tensors(self, split: str):
         """Normalised (N, 1, H, W) float images and labels: timm's eval transform of the PNG files."""
-        import torch
         images, labels = self.splits[split]
         x = (images.astype(np.float32) / 255 - np.float32(self.mean)) / np.float32(self.std)
         return torch.from_numpy(x[:, None]), torch.from_numpy(labels.astype(np.int64))
@@ -76,7 +91,6 @@ def _read_idx(path: str) -> np.ndarray:
 
 
 def load_fashion_mnist(seed: int, limit: int) -> Data:
-    from ..errors import HoresnetError
     files = {k: os.path.join(FASHION_MNIST_DIR, f'{k}-ubyte.gz') for k in
              ('train-images-idx3', 'train-labels-idx1', 't10k-images-idx3', 't10k-labels-idx1')}
     missing = [f for f in files.values() if not os.path.isfile(f)]
@@ -90,7 +104,6 @@ def load_fashion_mnist(seed: int, limit: int) -> Data:
     test = rng.permutation(len(test_x))[:max(limit // 3, 1)]
     splits = dict(train=(train_x[train[:limit]], train_y[train[:limit]]),
                   validation=(train_x[train[limit:]], train_y[train[limit:]]), test=(test_x[test], test_y[test]))
-    from ..models.cifar import FASHION_MNIST_LABELS
     return Data('fashion-mnist', splits, FASHION_MNIST_LABELS,
                 f'Fashion-MNIST ({limit} training images of 60000, from {FASHION_MNIST_DIR})')
 
@@ -100,8 +113,6 @@ DATASETS = {'digits': load_digits, 'fashion-mnist': load_fashion_mnist}
 
 def create(name: str, data: Data, seed: int, **kwargs):
     """`timm.create_model` for the data: its channels, size, mean, std and class names."""
-    import timm
-    import torch
     torch.manual_seed(seed)  # the same initial weights for both models: only the stacking differs
     cfg = dict(input_size=(1, *data.size), pool_size=None, mean=(data.mean,), std=(data.std,), crop_pct=1.0,
                interpolation='bilinear', num_classes=len(data.classes), label_names=data.classes)
@@ -110,8 +121,6 @@ def create(name: str, data: Data, seed: int, **kwargs):
 
 def evaluate(model, x, y, batch_size: int = 256) -> tuple:
     """Loss, top-1 accuracy (%) and logits of `model` in eval mode."""
-    import torch
-    import torch.nn.functional as F
     model.eval()
     with torch.no_grad():
         logits = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -120,11 +129,6 @@ def evaluate(model, x, y, batch_size: int = 256) -> tuple:
 
 def train(model, data: Data, epochs: int, batch_size: int, lr: float, seed: int, label: str) -> List[Dict]:
     """timm's optimizer and scheduler factories, a progress bar per epoch; the validation curve."""
-    import torch
-    import torch.nn.functional as F
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-    from tqdm import tqdm
     x, y = data.tensors('train')
     val_x, val_y = data.tensors('validation')
     optimizer = create_optimizer_v2(model, opt='momentum', lr=lr, momentum=0.9, weight_decay=5e-4)
@@ -200,8 +204,6 @@ def ascii_digit(image: np.ndarray) -> List[str]:
 
 
 def _run_folder(args) -> Tuple[Path, bool]:
-    from ..errors import UsageError
-    from ..fileio import output_directory
     if args.output:
         target = Path(args.output)
         if target.exists() and not args.overwrite:
@@ -235,9 +237,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_choices(args) -> None:
     """The model and schemes, named before any work: a typo is a usage error, not a failure after training."""
-    import timm
-    from ..errors import UsageError
-    from ..schemes import list_schemes
     models = [m for m in timm.list_models('horesnet*') if timm.get_pretrained_cfg(m).input_size[-1] != 224]
     if args.model not in models:
         raise UsageError(f"--model {args.model}: the demo trains a CIFAR-layout horesnet model twice, stacked two "
@@ -248,15 +247,6 @@ def _check_choices(args) -> None:
 
 
 def run(args) -> int:
-    import timm
-    import torch
-    from timm.data import resolve_data_config
-    from .. import __version__
-    from ..fileio import atomic_output
-    from ..hub import stage
-    from ..loading import Loaded
-    from ..onnx_export import export_onnx
-    from ..predict import Predictor
     from PIL import Image
 
     started = time.perf_counter()

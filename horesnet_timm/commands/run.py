@@ -15,13 +15,16 @@ accepts and the command line leaves out (--model, --num-classes, --in-chans, --m
 contradict the record (the same rule as every other command: loading.py).
 """
 import argparse
+import ast
 import os
 import runpy
 import sys
 import traceback
 from typing import Dict, List, Optional
 
+from ..checkpoint import checkpoint_meta
 from ..errors import HoresnetError
+from ..loading import refuse_conflicts
 
 
 def add_arguments(parser) -> None:
@@ -81,9 +84,6 @@ def _insert_after(argv: List[str], flag: str, items: List[str]) -> List[str]:
 
 def fill_from_checkpoint(script: str, argv: List[str]) -> List[str]:
     """`argv` plus the model and data flags of a train.py checkpoint given with --checkpoint."""
-    import ast
-    from ..checkpoint import checkpoint_meta
-    from ..loading import refuse_conflicts
     checkpoint = _flag_values(argv, '--checkpoint')
     with open(script, encoding='utf-8', errors='replace') as f:
         source = f.read()
@@ -134,7 +134,6 @@ def fill_from_checkpoint(script: str, argv: List[str]) -> List[str]:
 
 
 def run(args) -> int:
-    import horesnet_timm  # noqa: F401  registers the models before the script looks them up
     script = os.path.abspath(args.script)
     if not os.path.isfile(script):
         raise HoresnetError(f"no script '{args.script}' (give the path of a timm script, e.g. "

@@ -5,6 +5,8 @@ from typing import Dict, List
 
 import timm
 import torch
+
+from .. import __version__
 from ..schemes import get_scheme, list_schemes
 from ..stats import measure
 
@@ -33,7 +35,6 @@ def format_table(rows: List[Dict], markdown: bool = False, floats: str = '.3f') 
 
 
 def run_tour(markdown: bool = False) -> None:
-    from .. import __version__
     print(f'horesnet-timm {__version__} | timm {timm.__version__} | torch {torch.__version__} | '
           f'python {platform.python_version()} | {platform.machine()}\n')
     print('Stacking schemes (exact Butcher tableaus; orders proven by tests/test_schemes.py)')

@@ -18,6 +18,7 @@ a state dict of the base model loads too (`restack_plan.convert_state_dict` rena
 """
 from typing import Any, Dict, Optional, Union
 
+import timm
 import torch.nn as nn
 from timm.models import generate_default_cfgs, load_pretrained, register_model
 from timm.models._builder import resolve_pretrained_cfg
@@ -53,7 +54,6 @@ def create_restacked(
         cache_dir=None,
         **kwargs,
 ) -> nn.Module:
-    import timm
     if not isinstance(base, str) or not timm.is_model(base):
         raise ValueError(f"{variant}: base must be a timm model name (timm.list_models()), got {base!r}")
     if kwargs.get('features_only'):
