@@ -12,7 +12,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from horesnet_timm import get_scheme, list_schemes
-from horesnet_timm.blocks import _HOLD, MultistepBlock, SchemeBlock, _plan_reads, stage_plan
+from horesnet_timm.blocks import MultistepBlock, SchemeBlock
+from horesnet_timm.stage_plan import HOLD, plan_reads, stage_plan
 
 RK_SCHEMES = [n for n in list_schemes() if not get_scheme(n).multistep]
 
@@ -281,7 +282,7 @@ def live_maps(scheme):
     first, which reads the block's input x)."""
     live, counts = 0, [0]
     for step in stage_plan(tuple(tuple(row) for row in scheme.a), tuple(scheme.b))[:-1]:
-        live += sum(op.kind == _HOLD for op in step) - sum(sl >= 0 for op in step for sl in op.release)
+        live += sum(op.kind == HOLD for op in step) - sum(sl >= 0 for op in step for sl in op.release)
         counts.append(live + 1)
     return counts
 
@@ -356,4 +357,4 @@ def test_live_maps_are_what_the_plan_claims_and_the_least_possible(name, grad):
     assert between <= max(plan) + 2
     # each input is formed from maps of only the k_j its row reads (what `truncate` relies on)
     block = SchemeBlock(scheme, [nn.Identity() for _ in range(scheme.stages)])
-    assert _plan_reads(block.plan) == [list(r) for r in scheme.reads]
+    assert plan_reads(block.plan) == [list(r) for r in scheme.reads]

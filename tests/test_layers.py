@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / 'horesnet_timm'
 FLOORS = [
     # the library (`import horesnet_timm` loads these)
     ['errors', 'exact'],
-    ['schemes', 'fileio', 'stats'],
+    ['schemes', 'stage_plan', 'fileio', 'stats'],
     ['blocks', 'cifar_augment'],
     ['models.horesnet'],
     ['models.cifar', 'models.imagenet', 'checkpoint'],
