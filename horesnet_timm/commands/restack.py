@@ -9,7 +9,6 @@ import statistics
 from typing import Dict, Sequence
 
 import timm
-
 import torch
 import torch.nn as nn
 
@@ -50,8 +49,8 @@ def benchmark(base: nn.Module, restacked: nn.Module, input_size: Sequence[int], 
         with torch.no_grad():
             model(x)
 
-    cases = {(key, what): functools.partial(fn, key) for key in models for what, fn in (('train', train),
-                                                                                      ('infer', infer))}
+    steps = (('train', train), ('infer', infer))
+    cases = {(key, what): functools.partial(fn, key) for key in models for what, fn in steps}
     times = interleaved({f'{key} {what}': fn for (key, what), fn in cases.items()}, repeats, warmup)
     result = {key: {} for key in models}
     for (key, what), fn in cases.items():
