@@ -121,8 +121,10 @@ def _fx_tracing() -> bool:
 def no_backward() -> bool:
     """Whether nothing computed now can feed a backward pass (`torch.no_grad`, `torch.inference_mode`),
     so a block may overwrite maps it made. Never while torch.fx traces: a graph drops an in-place
-    write whose result it does not read, and may later run with gradients."""
-    if torch.is_grad_enabled():
+    write whose result it does not read, and may later run with gradients. Never while torch.jit traces:
+    the graph must not depend on the grad mode, since jit.trace checks it again under no_grad (OpenVINO's
+    convert_model traces so)."""
+    if torch.is_grad_enabled() or torch.jit.is_tracing():
         return False
     return torch.jit.is_scripting() or not _fx_tracing()
 

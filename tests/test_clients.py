@@ -1,6 +1,7 @@
 """The software timm users load models with, run for real on our models and folders: transformers
 (AutoModel, TimmWrapper, the image-classification pipeline), torchvision's FX feature extraction, timm's
-own FX feature extractor, and the Hub metadata of our cards."""
+own FX feature extractor, segmentation-models-pytorch, OpenVINO (from PyTorch and from our ONNX files),
+torch.jit.trace, and the Hub metadata of our cards."""
 import json
 
 import pytest
@@ -156,6 +157,31 @@ def test_segmentation_models_pytorch(architecture):
     model = getattr(smp, architecture)('tu-horesnet32i_midpoint', encoder_weights=None, classes=3).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+@pytest.mark.parametrize('name', ['horesnet10_rk4', 'horesnet30_rk8_adaptive', 'horesnet58_lm', 'horesnet32i_rk4'])
+def test_openvino_from_pytorch_and_from_our_onnx(tmp_path, name):
+    """OpenVINO's convert_model traces with torch.jit.trace in grad mode, whose check re-traces under no_grad:
+    a block must not take another path under no_grad while traced (it did, and the conversion failed)."""
+    ov = pytest.importorskip('openvino')
+    from horesnet_timm.onnx_export import export_onnx
+    model = randomised(timm.create_model(name))
+    x = torch.randn(2, *model.pretrained_cfg['input_size'])
+    with torch.no_grad():
+        expected = model(x).numpy()
+    export_onnx(model, str(tmp_path / 'm.onnx'), check=False)
+    core = ov.Core()
+    for converted in (ov.convert_model(model, example_input=x), core.read_model(str(tmp_path / 'm.onnx'))):
+        got = core.compile_model(converted, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})(x.numpy())[0]
+        assert abs(got - expected).max() <= 1e-4 * max(1., abs(expected).max())
+
+
+def test_jit_trace_in_grad_mode_passes_its_own_check():
+    model = randomised(timm.create_model('horesnet10_rk4'))
+    x = torch.randn(2, 3, 32, 32)
+    traced = torch.jit.trace(model, x)  # check_trace re-traces under no_grad and compares the graphs
+    with torch.no_grad():
+        assert torch.allclose(traced(x), model(x), atol=1e-6)
 
 
 def gill4_checkpoint(tmp_path):
