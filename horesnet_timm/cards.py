@@ -136,7 +136,7 @@ def render_card(
 ) -> str:
     """The README.md for `model` (a model made by `timm.create_model`, with its `_model_args`).
 
-    stats: `stats.measure(...)` of the architecture, with activations, at its input size.
+    stats: `measure.model_stats(...)` of the architecture, with activations, at its input size.
 
     provenance: one sentence on where the weights come from (default: untrained).
     eval_record: a dict with EVAL_KEYS (and optionally 'top5'); the only source of metrics.

@@ -26,10 +26,10 @@ from .checkpoint import CheckpointError, read_state_dict
 from .errors import HoresnetError, UsageError
 from .fileio import atomic_output, regular_file, umask
 from .loading import explain_hub_error
+from .measure import model_stats
 from .models import cifar
 from .onnx_export import ExportError, compare, onnx_session, synthetic_images, verify, within_tolerance
 from .predict import REQUIRED_KEYS
-from .stats import measure
 
 __all__ = ['HubError', 'stage', 'check_folder', 'push', 'load_from_hub', 'shipped_folders', 'check_shipped']
 
@@ -145,7 +145,7 @@ def stage(loaded, folder: str, repo_id: Optional[str] = None, eval_record: Optio
     if onnx is not None:
         regular_file(onnx, 'ONNX file', HubError)
     model = loaded.model
-    stats = measure(loaded.architecture, input_size=model.pretrained_cfg['input_size'], activations=True,
+    stats = model_stats(loaded.architecture, input_size=model.pretrained_cfg['input_size'], activations=True,
                     **loaded.model_args)
     model_config = {'pretrained_cfg': {'hf_hub_id': repo_id}} if repo_id else {}
     if model.pretrained_cfg.get('label_names'):

@@ -1,5 +1,8 @@
-"""Time and peak memory, measured one way for every command that measures (`horesnet bench`, `horesnet
-restack --benchmark`); parameters and MACs are counted, not timed, in stats.py.
+"""Measurement, one way for every command that measures (`horesnet tour`, `card`, `hub push`, `bench`,
+`restack`): parameters, MACs and activations counted; time and peak memory timed.
+
+Counts run on the meta device (shapes only, no weights allocated or touched), so they cost
+milliseconds and need no weights.
 
 Time: each case is called `warmup` times, then once per round for `rounds` rounds (interleaved, so load
 from other processes falls on every case alike); wall and CPU seconds of the process per call, medians
@@ -12,12 +15,69 @@ import ctypes
 import gc
 import platform
 import time
-from typing import Callable, Dict, List, Optional
+from itertools import chain
+from typing import Callable, Dict, List, Optional, Sequence
 
+import timm
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ['MMAP_THRESHOLD', 'MEMORY_ENV', 'cpu_name', 'vm_bytes', 'reset_peak', 'fix_mmap_threshold', 'peak_growth',
-           'cuda_peak_growth', 'interleaved']
+__all__ = ['run_on_meta', 'count', 'model_stats', 'MMAP_THRESHOLD', 'MEMORY_ENV', 'cpu_name', 'vm_bytes', 'reset_peak',
+           'fix_mmap_threshold', 'peak_growth', 'cuda_peak_growth', 'interleaved']
+
+
+# --- counted: parameters, multiply-accumulates, activations ---
+
+def run_on_meta(model: torch.nn.Module, x: torch.Tensor):
+    """model(x) in eval mode (BatchNorm accepts a 1x1 map at batch 1) with every parameter and buffer replaced by
+    a meta tensor: shapes only, whatever device the weights are on; each module's mode is restored afterwards."""
+    tensors = chain(model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False))
+    state = {name: torch.empty_like(t, device='meta') for name, t in tensors}
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.func.functional_call(model, state, (x,), tie_weights=False, strict=False)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def count(model: torch.nn.Module, input_size: Sequence[int], activations: bool = False) -> Dict[str, int]:
+    """Parameters and multiply-accumulates (conv, linear, attention: torch.utils.flop_counter) of `model` for
+    one image of `input_size`. `activations` adds the output elements of every conv and linear layer, the
+    quantity timm's model cards report as "Activations (M)"."""
+    outputs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o.numel())) for m in model.modules()
+             if activations and isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with FlopCounterMode(display=False) as counter:
+            run_on_meta(model, torch.empty(1, *input_size, device='meta'))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    counts = dict(params=sum(p.numel() for p in model.parameters()), macs=counter.get_total_flops() // 2)
+    if activations:
+        counts['activations'] = sum(outputs)
+    return counts
+
+
+def model_stats(name: str, input_size: Optional[Sequence[int]] = None, activations: bool = False, **kwargs) -> Dict:
+    """`count` of `timm.create_model(name, **kwargs)` at `input_size` (default: the model's configured size),
+    in the units of timm's model cards (millions of parameters, GMACs, millions of activations)."""
+    model = timm.create_model(name, device='meta', **kwargs)
+    input_size = tuple(input_size or model.pretrained_cfg['input_size'])
+    counts = count(model, input_size, activations)
+    row = dict(
+        model=name, scheme=getattr(model, 'scheme', ''), depth=getattr(model, 'depth', None),
+        params_m=counts['params'] / 1e6, gmacs=counts['macs'] / 1e9, input_size='x'.join(map(str, input_size[1:])),
+    )
+    if activations:
+        row['activations_m'] = counts['activations'] / 1e6
+    return row
+
+
+# --- timed: wall and CPU seconds, peak memory ---
 
 MMAP_THRESHOLD = 64 * 1024  # bytes: glibc mmaps (and unmaps on free) every allocation above it
 MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': str(MMAP_THRESHOLD)}  # the same setting for a fresh process

@@ -30,8 +30,8 @@ from timm.layers import get_device_dtype
 
 from .blocks import MultistepBlock, SchemeBlock
 from .errors import HoresnetError
+from .measure import count, run_on_meta
 from .schemes import Scheme, get_scheme, list_schemes
-from .stats import count, run_on_meta
 
 __all__ = ['RestackError', 'Increment', 'Family', 'FAMILIES', 'REFUSED', 'Run', 'RestackPlan', 'plan_restack',
            'restack', 'measure_cost', 'compare_cost']

@@ -9,7 +9,7 @@ import timm
 import horesnet_timm  # noqa: F401
 from horesnet_timm.cards import CardError, load_eval_record, render_card
 from horesnet_timm.cli import main
-from horesnet_timm.stats import measure
+from horesnet_timm.measure import model_stats
 
 from conftest import randomised, train_py_checkpoint
 
@@ -20,7 +20,7 @@ RECORD = dict(dataset='cifar10', split='test', top1=94.12, top5=99.81, epochs=30
 def card_of(name, *args, **kwargs):
     """The card of an untrained `name`, with its stats measured as `horesnet card` measures them."""
     model = timm.create_model(name, device='meta', **kwargs)
-    return render_card(model, measure(name, activations=True, **kwargs), *args)
+    return render_card(model, model_stats(name, activations=True, **kwargs), *args)
 
 
 def front_matter(card):
@@ -40,7 +40,7 @@ def test_stats_are_measured(name, kwargs, capsys):
     card = capsys.readouterr().out
     model = timm.create_model(name, **kwargs)
     assert stat(card, 'Params (M)') == f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}"  # counted here
-    live = measure(name, activations=True, **kwargs)
+    live = model_stats(name, activations=True, **kwargs)
     assert stat(card, 'GMACs') == f"{live['gmacs']:.2f}"
     assert stat(card, 'Activations (M)') == f"{live['activations_m']:.2f}"
     assert f"  - Image size: {' x '.join(map(str, model.pretrained_cfg['input_size'][1:]))}" in card
@@ -51,7 +51,7 @@ def test_macs_are_counted_against_a_hand_count():
     resolution, a 64->10 classifier."""
     pixels = 32 * 32
     macs = 3 * 64 * 9 * pixels + 4 * 2 * 64 * 64 * 9 * pixels + 64 * 10
-    assert measure('horesnet10_euler')['gmacs'] == pytest.approx(macs / 1e9, rel=1e-6)
+    assert model_stats('horesnet10_euler')['gmacs'] == pytest.approx(macs / 1e9, rel=1e-6)
 
 
 def test_card_of_a_checkpoint_describes_what_it_was_trained_as(tmp_path, capsys):
@@ -63,7 +63,7 @@ def test_card_of_a_checkpoint_describes_what_it_was_trained_as(tmp_path, capsys)
     card = capsys.readouterr().out
     assert '  - Image size: 28 x 28' in card and "scheme='rk38'" in card and '`rk38`' in card
     assert stat(card, 'Params (M)') == f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}"
-    assert stat(card, 'GMACs') < f"{measure('horesnet10_rk4')['gmacs']:.2f}"  # 28x28 costs less than 32x32
+    assert stat(card, 'GMACs') < f"{model_stats('horesnet10_rk4')['gmacs']:.2f}"  # 28x28 costs less than 32x32
     assert 'a timm train.py checkpoint of `horesnet10_rk4`, epoch 299' in card and 'dataset torch/fashion_mnist' in card
 
 

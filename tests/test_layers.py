@@ -13,14 +13,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / 'horesnet_timm'
 FLOORS = [
     # the library (`import horesnet_timm` loads these)
     ['errors', 'exact'],
-    ['schemes', 'stage_plan', 'fileio', 'stats'],
+    ['schemes', 'stage_plan', 'fileio', 'measure'],
     ['blocks', 'cifar_augment'],
     ['models.horesnet'],
     ['models.cifar', 'models.imagenet', 'checkpoint'],
     ['restack'],
     ['models.restacked', 'models', 'loading'],
     # the tools above it: the torch-free runner, then everything that builds on the loader
-    ['predict', 'diagram', 'cards', 'measure'],
+    ['predict', 'diagram', 'cards'],
     ['onnx_export', 'hub'],
     ['commands', 'commands.arguments'],
     ['commands.bench', 'commands.card', 'commands.demo', 'commands.draw', 'commands.export', 'commands.hub',

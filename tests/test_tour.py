@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from horesnet_timm.cli import main
-from horesnet_timm.stats import measure
+from horesnet_timm.measure import model_stats
 
 README = Path(__file__).resolve().parents[1] / 'README.md'
 
@@ -19,7 +19,7 @@ def readme_model_rows():
 @pytest.mark.parametrize('row', readme_model_rows(), ids=lambda r: r[0])
 def test_readme_model_table_is_measured(row):
     name, scheme, depth, params_m, gmacs = row
-    live = measure(name)
+    live = model_stats(name)
     assert (live['scheme'], str(live['depth'])) == (scheme, depth)
     assert (f"{live['params_m']:.2f}", f"{live['gmacs']:.2f}") == (params_m, gmacs)
 

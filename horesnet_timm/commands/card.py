@@ -1,7 +1,7 @@
 """`horesnet card MODEL`: the Hub model card a push would publish (cards.py), printed or written."""
 from ..cards import EVAL_KEYS, load_eval_record, published_record, render_card
 from ..fileio import atomic_output, output_directory
-from ..stats import measure
+from ..measure import model_stats
 from .arguments import add_model_arguments, load_from_args
 
 __all__ = ['add_arguments', 'run']
@@ -23,7 +23,7 @@ def run(args) -> int:
     record = load_eval_record(args.eval_json) if args.eval_json else None
     loaded = load_from_args(args)
     record = record or published_record(loaded)
-    stats = measure(loaded.architecture, input_size=loaded.model.pretrained_cfg['input_size'], activations=True,
+    stats = model_stats(loaded.architecture, input_size=loaded.model.pretrained_cfg['input_size'], activations=True,
                     **loaded.model_args)
     text = render_card(loaded.model, stats, args.repo_id, loaded.provenance, record, args.dataset)
     if args.output:

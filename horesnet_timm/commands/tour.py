@@ -7,8 +7,8 @@ import timm
 import torch
 
 from .. import __version__
+from ..measure import model_stats
 from ..schemes import get_scheme, list_schemes
-from ..stats import measure
 
 __all__ = ['scheme_rows', 'model_rows', 'format_table', 'run_tour']
 
@@ -19,7 +19,7 @@ def scheme_rows() -> List[Dict]:
 
 
 def model_rows(pattern: str = 'horesnet*') -> List[Dict]:
-    return [measure(name) for name in timm.list_models(pattern)]
+    return [model_stats(name) for name in timm.list_models(pattern)]
 
 
 def format_table(rows: List[Dict], markdown: bool = False, floats: str = '.3f') -> str:
