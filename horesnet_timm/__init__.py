@@ -1,7 +1,65 @@
-"""HO-ResNet and LM-ResNet for timm. Importing this package registers the models with timm."""
+"""HO-ResNet and LM-ResNet for timm. Importing this package registers the models with timm.
+
+At once if timm is already imported; else as soon as timm is, and no module of this package is half-way
+through its own import (registering imports the model modules, which import from the others). So
+`import horesnet_timm` costs no torch import of its own, and the `horesnet` command's help and its
+torch-free runner (`horesnet predict`) start without torch.
+"""
+import importlib.abc
+import sys
+
 from .schemes import Scheme, get_scheme, list_schemes
-from .models import HoResNet
-from .restack import restack  # the function; the module is horesnet_timm.restack, the command commands.restack
 
 __version__ = '0.1.0'
-__all__ = ['Scheme', 'get_scheme', 'list_schemes', 'HoResNet', '__version__']
+__all__ = ['Scheme', 'get_scheme', 'list_schemes', 'HoResNet', 'restack', '__version__']
+
+
+def _register() -> None:
+    global HoResNet, restack
+    from .models import HoResNet  # importing the model modules runs timm's @register_model
+    from .restacking import restack
+
+
+class _RegisterWithTimm(importlib.abc.MetaPathFinder):
+    """Wraps the loaders of timm and of this package's modules to call `_register` once timm is imported and no
+    module of this package is mid-import; then leaves sys.meta_path."""
+
+    def __init__(self):
+        self.importing = 0  # modules of this package being executed now
+        self.timm_ready = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name != 'timm' and not name.startswith(__name__ + '.'):
+            return None
+        finders = sys.meta_path[sys.meta_path.index(self) + 1:]
+        spec = next((s for s in (f.find_spec(name, path, target) for f in finders if hasattr(f, 'find_spec'))
+                     if s is not None), None)
+        if spec is None or not hasattr(spec.loader, 'exec_module'):
+            return spec
+        run, ours = spec.loader.exec_module, name != 'timm'
+
+        def exec_module(module):
+            self.importing += ours
+            try:
+                run(module)
+            finally:
+                self.importing -= ours
+            self.timm_ready = self.timm_ready or not ours
+            if self.timm_ready and not self.importing and self in sys.meta_path:
+                sys.meta_path.remove(self)
+                _register()
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def __getattr__(name: str):
+    if name in ('HoResNet', 'restack'):  # asked for before timm was imported: register now
+        _register()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if 'timm' in sys.modules:
+    _register()
+else:
+    sys.meta_path.insert(0, _RegisterWithTimm())

@@ -98,7 +98,7 @@ def _scheme_text(model) -> Dict[str, str]:
 
 def _summary(model, model_args: Dict[str, Any]) -> str:
     kind = 'LM-ResNet' if model.scheme == 'lm' else 'HO-ResNet'
-    if getattr(model, 'restack_plan', None) is not None:  # a timm network restacked (horesnet_timm.restack)
+    if getattr(model, 'restack_plan', None) is not None:  # a timm network restacked (horesnet_timm.restacking)
         return (f"timm's `{model_args.get('base')}` image classifier ({model.num_classes} classes) with its residual "
                 f"blocks restacked by the `{model.scheme}` scheme ({kind} stacking), for timm with the "
                 f"`horesnet-timm` package.")

@@ -1,8 +1,8 @@
 """The `horesnet` command: one sub-command per module, and the one place errors become exit statuses.
 
 Each module named in COMMANDS (horesnet_timm/commands/, and predict.py for the torch-free runner) defines
-`add_arguments(parser)` and `run(args) -> int`. (Importing any of them imports the package, which registers
-the models with timm and so imports torch: `horesnet --help` takes as long as `import horesnet_timm`.)
+`add_arguments(parser)` and `run(args) -> int`. A command imports its own module only, so `horesnet --help`
+and `horesnet predict` import no torch.
 
 Exit statuses, for every sub-command: 0 success; 1 a failure with a cause the user can act on
 (HoresnetError, a bad image, an operating-system error such as a full disk), printed as one line
@@ -44,13 +44,16 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """Every sub-command with its flags; with `only`, the flags of that sub-command alone (the others are listed
+    but not imported)."""
     parser = argparse.ArgumentParser(prog='horesnet', description='HO-ResNet / LM-ResNet models for timm')
     parser.add_argument('--debug', action='store_true', help='show the traceback of a failure')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     for name, (module, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).add_arguments(sub)
+        if only is None or only == name:
+            importlib.import_module(module).add_arguments(sub)
         sub.set_defaults(module=module)
     return parser
 
@@ -79,9 +82,11 @@ def _failure(e: BaseException) -> Optional[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] != ['predict']:
+    command = next((a for a in argv if not a.startswith('-')), None)
+    asks_help = not {'-h', '--help'}.isdisjoint(argv)
+    parser = build_parser(only=command or ('' if asks_help else 'demo'))  # no command: the demo
+    if command != 'predict':  # the runner reads files under any name
         refuse_undecodable(parser, argv)
     args = parser.parse_args(argv)
     if args.command is None:

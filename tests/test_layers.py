@@ -1,9 +1,14 @@
 """The house's floors: the model library below, the tools above; no module imports from a floor above its own.
+And its front door: importing the package registers the models with timm whatever is imported first, and the
+command line's help and torch-free runner import no torch.
 
 Read from the source (every relative import, those inside functions included), so a lazy import cannot
 hide a dependency. A new module must be given its floor here.
 """
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +22,7 @@ FLOORS = [
     ['blocks', 'cifar_augment'],
     ['models.horesnet'],
     ['models.cifar', 'models.imagenet', 'checkpoint'],
-    ['restack'],
+    ['restacking'],
     ['models.restacked', 'models', 'loading'],
     # the tools above it: the torch-free runner, then everything that builds on the loader
     ['predict', 'diagram', 'cards'],
@@ -60,3 +65,34 @@ def test_no_import_runs_upward(name, path):
     upward = [target for target in relative_imports(name, path)
               if target != 'horesnet_timm' and FLOOR[target] > FLOOR[name]]
     assert not upward, f'{name} (floor {FLOOR[name]}) imports from a floor above: {upward}'
+
+
+# --- the package front: registration with timm, and what the command line imports ---------------------
+
+def python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+
+
+@pytest.mark.parametrize('first', [
+    'import horesnet_timm; import timm',  # the README's order
+    'import timm; import horesnet_timm',
+    'from horesnet_timm import HoResNet',  # a name of the front, before timm
+    'from horesnet_timm.blocks import SchemeBlock',  # a module that imports timm itself, half-way through
+    'from horesnet_timm.restacking import FAMILIES',  # ... and one that the model modules import
+])
+def test_importing_registers_whatever_comes_first(first):
+    done = python(f"{first}\nimport timm, horesnet_timm\nfrom horesnet_timm import restack\n"
+                  "assert timm.list_models('horesnet58_rk4') and timm.list_pretrained('horesnet10_rk4.*')\n"
+                  "assert callable(restack) and horesnet_timm.HoResNet.__name__ == 'HoResNet'\n"
+                  "timm.create_model('horesnet10_rk4')")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_help_and_the_runner_start_without_torch(tmp_path):
+    """`import horesnet_timm` alone, `horesnet --help` and `horesnet predict` import no torch (nor timm)."""
+    done = python("import sys\nimport horesnet_timm\nfrom horesnet_timm.cli import main\n"
+                  "for argv in (['--help'], ['predict', '--help'], ['predict', 'missing.onnx', 'a.png']):\n"
+                  "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+                  "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))")
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == '[]', done.stdout + done.stderr

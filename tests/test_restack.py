@@ -1,4 +1,4 @@
-"""restack: any timm model's runs of residual blocks combined by a scheme (horesnet_timm/restack.py), and the
+"""restack: any timm model's runs of residual blocks combined by a scheme (horesnet_timm/restacking.py), and the
 `restacked` builder that makes it a timm model (models/restacked.py).
 
 Each guarantee of docs/restack.md is a test here: euler is the base model bit for bit; parameters and
@@ -22,7 +22,7 @@ import torch
 from horesnet_timm import get_scheme, list_schemes
 from horesnet_timm.blocks import MultistepBlock, SchemeBlock
 from horesnet_timm.cli import build_parser, main
-from horesnet_timm.restack import FAMILIES, Increment, RestackError, measure_cost, plan_restack, restack
+from horesnet_timm.restacking import FAMILIES, Increment, RestackError, measure_cost, plan_restack, restack
 
 from conftest import make_image_folder, randomised
 

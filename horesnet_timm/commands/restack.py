@@ -1,6 +1,6 @@
 """`horesnet restack BASE`: how a timm model restacks by a scheme (the plan, parameters and MACs against the
 base) and, with --benchmark, a CPU timing of both. The restacking itself is the library's
-(horesnet_timm.restack); this module is its command."""
+(horesnet_timm.restacking); this module is its command."""
 import argparse
 import copy
 import functools
@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from ..loading import LoadError
 from ..measure import cpu_name, fix_mmap_threshold, interleaved, peak_growth
-from ..restack import _input_size, compare_cost, restack
+from ..restacking import _input_size, compare_cost, restack
 from .arguments import ModelKwargs, non_negative_int, positive_int
 
 __all__ = ['benchmark', 'format_benchmark', 'add_arguments', 'run']

@@ -24,7 +24,7 @@ from timm.models import generate_default_cfgs, load_pretrained, register_model
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 
-from ..restack import restack
+from ..restacking import restack
 
 __all__ = ['restacked', 'create_restacked']
 

@@ -206,7 +206,7 @@ def _family(model: nn.Module) -> Tuple[str, Family]:
             return cls.__name__, FAMILIES[cls.__name__]
     raise RestackError(
         f'cannot restack {type(model).__name__} ({type(model).__module__}): restack reads where a model keeps '
-        f'its residual blocks and how to tell that their skip is the identity from horesnet_timm.restack.FAMILIES, '
+        f'its residual blocks and how to tell that their skip is the identity from horesnet_timm.restacking.FAMILIES, '
         f'which knows {", ".join(FAMILIES)}; add an entry there if its blocks are residual')
 
 
