@@ -3,8 +3,8 @@
 
     python export/predict.py horesnet58_rk4.onnx cat.png dog.png --topk 5 [--json]
 
-Loads horesnet_timm/predict.py by file path rather than importing the package, whose
-`__init__` imports torch. Copy this file and horesnet_timm/predict.py together to deploy.
+Loads horesnet_timm/predict.py by file path rather than importing the package, which needs torch and
+timm installed. Copy this file and horesnet_timm/predict.py together to deploy.
 Flags, output and exit status are those of `horesnet predict`: 0 success, 1 a failure (a bad
 image or ONNX file, NaN or infinite outputs), 2 a usage error, 141 when the output's reader
 went away (`| head`), without a traceback.

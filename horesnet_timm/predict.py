@@ -2,9 +2,9 @@
 
 Needs only onnxruntime, numpy and pillow. The preprocessing (input size, resize interpolation,
 crop_pct, crop mode, mean/std) and the class labels are read from the file's metadata, written by
-`horesnet export`. This module imports nothing from torch or from the rest of the package
-(whose `__init__` imports torch), so `export/predict.py` can load it by file path and run it
-where torch is not installed.
+`horesnet export`. This module imports nothing from torch or timm, and from the package only its error
+type (when it is part of the package), so `export/predict.py` can load it by file path and run it where
+neither torch nor the package is installed.
 
 Every file is checked up front (it exists, is a regular file, can be read, has an image header
 pillow knows), so a bad one fails before any work; the pixels are decoded one batch at a time, so
