@@ -70,7 +70,7 @@ EXTRAS = {'onnx': 'onnx', 'onnxruntime': 'onnx', 'onnxscript': 'onnx', 'PIL': 'o
 def _failure(e: BaseException) -> Optional[str]:
     """The one line to print for a failure the user can act on, or None for a bug."""
     if isinstance(e, HoresnetError):
-        return ' '.join(str(e).split())  # one line, whatever a library wrapped in it wrote
+        return str(e)
     if isinstance(e, ModuleNotFoundError) and (e.name or '').split('.')[0] in EXTRAS:
         return (f"this command needs {e.name.split('.')[0]}, which is not installed: "
                 f"pip install 'horesnet-timm[{EXTRAS[e.name.split('.')[0]]}]'")

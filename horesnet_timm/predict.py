@@ -234,7 +234,7 @@ class Predictor:
         try:
             self.session = ort.InferenceSession(model, options, providers=['CPUExecutionProvider'])
         except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf types
-            raise PredictError(f"cannot load ONNX file '{onnx_path}': {e}") from e
+            raise PredictError(f"cannot load ONNX file '{onnx_path}': {_one_line(e)}") from e
         raw = self.session.get_modelmeta().custom_metadata_map
         missing = [k for k in REQUIRED_KEYS if k not in raw]
         if missing:
@@ -260,7 +260,7 @@ class Predictor:
         try:
             return self.session.run(None, {self.input.name: batch})[0][:n]
         except Exception as e:  # onnxruntime's own error types (Fail, InvalidArgument, ...) derive from Exception
-            raise PredictError(f"onnxruntime cannot run ONNX file '{self.path}': {e}") from None
+            raise PredictError(f"onnxruntime cannot run ONNX file '{self.path}': {_one_line(e)}") from None
 
     def _non_finite(self, paths: List[str]) -> str:
         names = ', '.join(f"'{p}'" for p in paths[:3]) + (f' and {len(paths) - 3} more of that batch'
@@ -328,6 +328,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--json', action='store_true', help='print the results as JSON')
 
 
+def _one_line(e: BaseException) -> str:
+    """A library's error text (onnxruntime writes several lines) as one line."""
+    return ' '.join(str(e).split())
+
+
 def _utf8(text: str) -> bool:
     """False for a file name in another encoding, which Python hands over with surrogate escapes (PEP 383)."""
     try:
@@ -393,7 +398,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:  # the `horesnet` command's printer, for a runner that has no package around it
         return quiet_on_broken_pipe(run, args)
     except PredictError as e:
-        print(f'{parser.prog}: error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever onnxruntime wrote
+        print(f'{parser.prog}: error: {e}', file=sys.stderr)
         return 1
 
 
