@@ -32,6 +32,7 @@ from .blocks import MultistepBlock, SchemeBlock
 from .errors import HoresnetError
 from .measure import count, run_on_meta
 from .schemes import Scheme, get_scheme, list_schemes
+from .stages import MultistepStage
 
 __all__ = ['RestackError', 'Increment', 'Family', 'FAMILIES', 'REFUSED', 'Run', 'RestackPlan', 'plan_restack',
            'restack', 'measure_cost', 'compare_cost']
@@ -405,7 +406,6 @@ def _build(scheme: Scheme, group: List[nn.Module], learn_step_size: bool, family
         return group[0]
     dd = get_device_dtype(group[0])
     if scheme.multistep:
-        from .models.horesnet import MultistepStage
         chain_ = [MultistepBlock(Increment(b), first=j == 0, act_layer=None, **dd) for j, b in enumerate(group)]
         block = MultistepStage(None, chain_)
     else:
