@@ -142,6 +142,33 @@ STEMS = {
 }
 
 
+def _check_arguments(scheme: Scheme, layers, channels, *, subnet, stem, stem_width, in_chans, num_classes, global_pool,
+                     drop_rate, drop_path_rate, learn_step_size, block_act, zero_init_last) -> Tuple[tuple, tuple]:
+    """Refuse, naming the argument, what cannot build a model; returns layers and channels as tuples."""
+    layers = _check_per_stage('layers', layers, '(28,)')
+    channels = _check_per_stage('channels', channels, '(64,)', minimum=1)
+    _check_int('stem_width', stem_width, 1)
+    _check_int('in_chans', in_chans, 1, ' (3 for RGB, 1 for grayscale)')
+    _check_int('num_classes', num_classes, 0, ' (0 for no classifier)')
+    _check_rate('drop_rate', drop_rate)
+    _check_rate('drop_path_rate', drop_path_rate)
+    _check_flag('learn_step_size', learn_step_size)
+    _check_flag('block_act', block_act)
+    _check_flag('zero_init_last', zero_init_last)
+    if not isinstance(subnet, str) or subnet not in SUBNETS:
+        raise ValueError(f'unknown subnet {subnet!r}; valid: {", ".join(SUBNETS)}')
+    if not isinstance(stem, str) or stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; valid: {', '.join(map(repr, STEMS))}")
+    if len(layers) != len(channels):
+        raise ValueError(f'layers {layers} and channels {channels} must have one entry per stage')
+    if learn_step_size and scheme.multistep:
+        raise ValueError("learn_step_size applies to Runge-Kutta schemes; 'lm' learns its k_n instead")
+    if global_pool not in POOL_TYPES or (global_pool == '' and num_classes > 0):
+        raise ValueError(f"global_pool {global_pool!r}: choose one of {', '.join(map(repr, POOL_TYPES[1:]))}, "
+                         f"or '' (the unpooled map) with num_classes=0")
+    return layers, channels
+
+
 class HoResNet(nn.Module):
     """HO-ResNet and LM-ResNet, a timm model.
 
@@ -183,29 +210,11 @@ class HoResNet(nn.Module):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         scheme = get_scheme(scheme)
-        layers = _check_per_stage('layers', layers, '(28,)')
-        channels = _check_per_stage('channels', channels, '(64,)', minimum=1)
-        _check_int('stem_width', stem_width, 1)
-        _check_int('in_chans', in_chans, 1, ' (3 for RGB, 1 for grayscale)')
-        _check_int('num_classes', num_classes, 0, ' (0 for no classifier)')
-        _check_rate('drop_rate', drop_rate)
-        _check_rate('drop_path_rate', drop_path_rate)
-        _check_flag('learn_step_size', learn_step_size)
-        _check_flag('block_act', block_act)
-        _check_flag('zero_init_last', zero_init_last)
-        if not isinstance(subnet, str) or subnet not in SUBNETS:
-            raise ValueError(f'unknown subnet {subnet!r}; valid: {", ".join(SUBNETS)}')
-        if not isinstance(stem, str) or stem not in STEMS:
-            raise ValueError(f"unknown stem {stem!r}; valid: {', '.join(map(repr, STEMS))}")
-        if len(layers) != len(channels):
-            raise ValueError(f'layers {layers} and channels {channels} must have one entry per stage')
-        if learn_step_size and scheme.multistep:
-            raise ValueError("learn_step_size applies to Runge-Kutta schemes; 'lm' learns its k_n instead")
+        layers, channels = _check_arguments(
+            scheme, layers, channels, subnet=subnet, stem=stem, stem_width=stem_width, in_chans=in_chans,
+            num_classes=num_classes, global_pool=global_pool, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+            learn_step_size=learn_step_size, block_act=block_act, zero_init_last=zero_init_last)
         subnet_cls = SUBNETS[subnet]
-
-        if global_pool not in POOL_TYPES or (global_pool == '' and num_classes > 0):
-            raise ValueError(f"global_pool {global_pool!r}: choose one of {', '.join(map(repr, POOL_TYPES[1:]))}, "
-                             f"or '' (the unpooled map) with num_classes=0")
         act_layer, norm_layer = _layer('act_layer', get_act_layer, act_layer), _layer('norm_layer', get_norm_layer,
                                                                                     norm_layer)
         self.num_classes = num_classes
