@@ -74,7 +74,8 @@ def _failure(e: BaseException) -> Optional[str]:
     if isinstance(e, ModuleNotFoundError) and (e.name or '').split('.')[0] in EXTRAS:
         return (f"this command needs {e.name.split('.')[0]}, which is not installed: "
                 f"pip install 'horesnet-timm[{EXTRAS[e.name.split('.')[0]]}]'")
-    if isinstance(e, MemoryError):
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
+            "can't allocate memory" in str(e) or type(e).__name__ == 'OutOfMemoryError')):  # torch's CPU and CUDA
         return 'out of memory: use a smaller batch or input'
     if isinstance(e, OSError):
         return describe_os_error(e)

@@ -266,7 +266,7 @@ def _probe(model: nn.Module, blocks: Sequence[nn.Module], input_size: Tuple[int,
     except Exception as e:
         raise RestackError(f'cannot find the shapes of {type(model).__name__} blocks: a forward pass on the meta '
                            f'device at input size {"x".join(map(str, input_size))} failed ({type(e).__name__}: '
-                           f'{e}); give input_size=') from e
+                           f'{e}); give the input size the model takes (input_size=, `--input-size C H W`)') from e
     finally:
         for h in hooks:
             h.remove()

@@ -425,6 +425,8 @@ def _check(args) -> None:
     for flag in ('repeats', 'train_batch', 'infer_batch', 'ort_batch', 'threads', 'img_size'):
         if getattr(args, flag) < 1:
             raise UsageError(f'--{flag.replace("_", "-")} must be at least 1')
+    if args.threads > (os.cpu_count() or 1):  # more OpenMP threads than CPUs only wait on each other, or fail
+        raise UsageError(f'--threads {args.threads}: this machine has {os.cpu_count()} CPUs')
     unknown = [m for m in args.models if m not in timm.list_models('horesnet*')]
     if unknown:
         raise UsageError(f'unknown model {unknown[0]!r}; see `horesnet tour` for the registered names')

@@ -4,6 +4,7 @@ base) and, with --benchmark, a CPU timing of both. The restacking itself is the 
 import argparse
 import copy
 import functools
+import os
 import platform
 import statistics
 from typing import Dict, Sequence
@@ -12,9 +13,11 @@ import timm
 import torch
 import torch.nn as nn
 
+from ..errors import UsageError
 from ..loading import LoadError
 from ..measure import cpu_name, fix_mmap_threshold, interleaved, peak_growth
 from ..restacking import _input_size, compare_cost, restack
+from ..schemes import list_schemes
 from .arguments import ModelKwargs, non_negative_int, positive_int
 
 __all__ = ['benchmark', 'format_benchmark', 'add_arguments', 'run']
@@ -65,8 +68,10 @@ def benchmark(base: nn.Module, restacked: nn.Module, input_size: Sequence[int], 
 
 def format_benchmark(result: Dict[str, Dict[str, float]]) -> str:
     a, b = result['base'], result['restacked']
-    mib = lambda v: f'{v / 2 ** 20:.1f} MiB' if v is not None else 'n/a'
+    resolved = lambda v: v is not None and v >= 2 ** 20  # peak growth below 1 MiB is within RSS's page noise
+    mib = lambda v: f'{v / 2 ** 20:.1f} MiB' if resolved(v) else ('< 1 MiB' if v is not None else 'n/a')
     ratio = lambda u, v: f'{v / u:.3f}' if u and v is not None else 'n/a'
+    mem_ratio = lambda u, v: ratio(u, v) if resolved(u) and resolved(v) else 'n/a'
     ms = lambda v: f'{v * 1e3:.1f} ms'
     rows = [('', 'base', 'restacked', 'ratio')]
     for what, label in (('train', 'training step'), ('infer', 'inference')):
@@ -74,7 +79,7 @@ def format_benchmark(result: Dict[str, Dict[str, float]]) -> str:
                  (f'{label}, CPU time', ms(a[f'{what}_cpu_s']), ms(b[f'{what}_cpu_s']),
                   ratio(a[f'{what}_cpu_s'], b[f'{what}_cpu_s'])),
                  (f'{label}, peak memory', mib(a[f'{what}_peak']), mib(b[f'{what}_peak']),
-                  ratio(a[f'{what}_peak'], b[f'{what}_peak']))]
+                  mem_ratio(a[f'{what}_peak'], b[f'{what}_peak']))]
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     line = lambda r: '  '.join(v.ljust(width[0]) if i == 0 else v.rjust(width[i]) for i, v in enumerate(r))
     return '\n'.join(line(r) for r in rows)
@@ -85,7 +90,8 @@ def format_benchmark(result: Dict[str, Dict[str, float]]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('base', metavar='BASE',
                         help='a timm model name, e.g. resnet50, convnext_atto, vit_tiny_patch16_224')
-    parser.add_argument('--scheme', default='rk4', help='stacking scheme (default rk4; horesnet tour lists them)')
+    parser.add_argument('--scheme', default='rk4', choices=list_schemes(), metavar='SCHEME',
+                        help=f'stacking scheme (default rk4): {", ".join(list_schemes())}')
     parser.add_argument('--learn-step-size', action='store_true', help='one learnable step size h per restacked block')
     parser.add_argument('--model-kwargs', nargs='*', default={}, action=ModelKwargs, metavar='KEY=VALUE',
                         help='create_model arguments of the base, e.g. num_classes=10 layers="(3, 4, 6, 3)"')
@@ -95,13 +101,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--benchmark', action='store_true',
                        help='also time a training step and inference, and their peak memory, against the base '
                             '(random weights and data, interleaved repeats, medians)')
-    group.add_argument('--batch-size', type=positive_int, default=8, help='benchmark batch (default 8)')
-    group.add_argument('--repeats', type=positive_int, default=7, help='timed repeats per model (default 7)')
-    group.add_argument('--warmup', type=non_negative_int, default=2, help='untimed repeats first (default 2)')
-    group.add_argument('--threads', type=positive_int, help='torch threads (default: torch\'s own)')
+    group.add_argument('--batch-size', type=positive_int, help='benchmark batch (default 8)')
+    group.add_argument('--repeats', type=positive_int, help='timed repeats per model (default 7)')
+    group.add_argument('--warmup', type=non_negative_int, help='untimed repeats first (default 2)')
+    group.add_argument('--threads', type=positive_int, help='torch threads, at most the CPU count (default: torch\'s '
+                                                             'own)')
+
+
+BENCHMARK_DEFAULTS = {'batch_size': 8, 'repeats': 7, 'warmup': 2}
+
+
+def _check_benchmark_flags(args: argparse.Namespace) -> None:
+    """The benchmark's flags apply to --benchmark only, and --threads to the CPUs there are; fills the defaults."""
+    given = [k for k in (*BENCHMARK_DEFAULTS, 'threads') if getattr(args, k) is not None]
+    if given and not args.benchmark:
+        flags = ', '.join('--' + k.replace('_', '-') for k in given)
+        raise UsageError(f'{flags} set{"s" * (len(given) == 1)} the benchmark: add --benchmark, or drop {flags}')
+    if args.threads is not None and args.threads > (os.cpu_count() or 1):
+        raise UsageError(f'--threads {args.threads}: this machine has {os.cpu_count()} CPUs')
+    for key, value in BENCHMARK_DEFAULTS.items():
+        setattr(args, key, value if getattr(args, key) is None else getattr(args, key))
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_benchmark_flags(args)
     kwargs = dict(args.model_kwargs or {})
     if not timm.is_model(args.base):
         raise LoadError(f"unknown timm model '{args.base}'; timm.list_models() lists them")
@@ -120,7 +143,14 @@ def run(args: argparse.Namespace) -> int:
         base = timm.create_model(args.base, **kwargs)
         restacked = restack(copy.deepcopy(base), args.scheme, args.learn_step_size, args.input_size)
         input_size = tuple(args.input_size or _input_size(base))
-        result = benchmark(base, restacked, input_size, args.batch_size, args.repeats, args.warmup)
+        try:
+            result = benchmark(base, restacked, input_size, args.batch_size, args.repeats, args.warmup)
+        except ValueError as e:
+            if 'more than 1 value per channel' not in str(e):
+                raise
+            raise UsageError(f'--batch-size {args.batch_size} at {"x".join(map(str, input_size))}: a training step '
+                             f'with BatchNorm needs more than one value per channel; give a batch of at least 2 or '
+                             f'a larger --input-size') from None
         threads = torch.get_num_threads()
         print(f"\nCPU ({cpu_name()}, {threads} thread{'s' * (threads != 1)}), batch {args.batch_size} at "
               f"{'x'.join(map(str, input_size))}, medians of {args.repeats} interleaved repeats after {args.warmup} "
