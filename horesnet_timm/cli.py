@@ -19,7 +19,7 @@ from typing import List, Optional
 
 from .errors import HoresnetError
 from .fileio import describe_os_error
-from .predict import quiet_on_broken_pipe, refuse_undecodable
+from .predict import printable, quiet_on_broken_pipe, refuse_undecodable
 
 # sub-command -> (module, one-line help)
 COMMANDS = {
@@ -108,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if message is None:
             message = (f'internal error ({type(e).__name__}: {e}); run `horesnet --debug {args.command} ...` for '
                        f'the traceback, and report it')
-        print(f'horesnet {args.command}: error: {message}', file=sys.stderr, flush=True)
+        print(f'horesnet {args.command}: error: {printable(message)}', file=sys.stderr, flush=True)
         return getattr(e, 'exit_code', 1)
     finally:
         for sig, handler in previous.items():

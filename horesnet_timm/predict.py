@@ -29,7 +29,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 __all__ = ['IMAGE_EXTENSIONS', 'PredictError', 'Predictor', 'list_images', 'check_image', 'load_image', 'preprocess',
-           'check_metadata', 'decode_metadata', 'quiet_on_broken_pipe', 'refuse_undecodable', 'add_arguments', 'run',
+           'check_metadata', 'decode_metadata', 'quiet_on_broken_pipe', 'refuse_undecodable', 'printable', 'add_arguments', 'run',
            'main']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -328,6 +328,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--json', action='store_true', help='print the results as JSON')
 
 
+def printable(text: str) -> str:
+    """`text` with a file name that is not UTF-8 shown as its bytes (\\xff), not as Python's surrogate escapes."""
+    try:
+        return text.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    except UnicodeEncodeError:  # a surrogate no file name decodes to
+        return text.encode('utf-8', 'backslashreplace').decode('utf-8')
+
+
 def _one_line(e: BaseException) -> str:
     """A library's error text (onnxruntime writes several lines) as one line."""
     return ' '.join(str(e).split())
@@ -398,7 +406,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:  # the `horesnet` command's printer, for a runner that has no package around it
         return quiet_on_broken_pipe(run, args)
     except PredictError as e:
-        print(f'{parser.prog}: error: {e}', file=sys.stderr)
+        print(f'{parser.prog}: error: {printable(str(e))}', file=sys.stderr)
         return 1
 
 

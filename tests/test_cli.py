@@ -66,3 +66,11 @@ def test_a_file_name_that_is_not_utf8_is_named_before_any_work(tmp_path, monkeyp
     assert stop.value.code == 2
     assert "is not valid UTF-8: rename the file" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_name_that_is_not_utf8_is_shown_as_its_bytes(capsys):
+    """As ls shows it (\\xff), not as Python's surrogate escape (\\udcff)."""
+    assert main(['predict', 'm\udcff.onnx', 'a.png']) == 1
+    assert "ONNX file 'm\\xff.onnx' does not exist" in capsys.readouterr().err
+    from horesnet_timm.predict import printable
+    assert printable('bad\ud800') == 'bad\\ud800'  # a surrogate no file name decodes to
