@@ -18,6 +18,7 @@ import sys
 from typing import List, Optional
 
 from .errors import HoresnetError
+from . import fileio
 from .fileio import describe_os_error
 from .predict import printable, quiet_on_broken_pipe, refuse_undecodable
 
@@ -59,6 +60,9 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def _terminate(signum, frame):
+    fileio.signalled = 128 + signum  # in case the exception below lands where Python swallows it
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise SystemExit(128 + signum)
 
 
@@ -95,9 +99,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = parser.parse_args(argv)
     args.argv = argv  # the command line as typed, for records of how a result was made
     # SIGTERM and SIGHUP (a closed terminal) end the command as SIGINT does: partial outputs are removed
-    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    fileio.signalled = None
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:  # a reader gone from stdout (`horesnet predict ... | head`) ends the command quietly
-        return quiet_on_broken_pipe(importlib.import_module(args.module).run, args)
+        status = quiet_on_broken_pipe(importlib.import_module(args.module).run, args)
+        return status if fileio.signalled is None else fileio.signalled  # a signal whose exception was swallowed
     except KeyboardInterrupt:
         print(f'horesnet {args.command}: interrupted', file=sys.stderr)
         return 130

@@ -11,11 +11,16 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 from .errors import HoresnetError
 
-__all__ = ['umask', 'regular_file', 'output_directory', 'atomic_output', 'describe_os_error']
+__all__ = ['umask', 'regular_file', 'output_directory', 'atomic_output', 'describe_os_error', 'signalled']
+
+# The exit status of a termination signal the command line has received (130, 129, 143), else None. Its
+# handler raises, but where Python swallows that exception (a signal landing in a weakref callback or a
+# __del__, where it prints "Exception ignored"), this still keeps an output from appearing (atomic_output).
+signalled: Optional[int] = None
 
 PathLike = Union[str, os.PathLike]
 
@@ -79,6 +84,8 @@ def atomic_output(target: PathLike, directory: bool = False, overwrite: bool = T
         except OSError as e:
             raise HoresnetError(f"cannot write in folder '{parent}': {describe_os_error(e, with_path=False)}") from e
         yield tmp
+        if signalled is not None:
+            raise SystemExit(signalled)
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)

@@ -44,3 +44,28 @@ def test_the_result_has_the_modes_of_open_and_mkdir(tmp_path):
         pass
     assert (tmp_path / 'f').stat().st_mode & 0o777 == 0o666 & ~mask
     assert (tmp_path / 'd').stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_a_signal_python_swallowed_still_stops_the_output(tmp_path, monkeypatch):
+    """A SIGHUP landing in a weakref callback (importlib's module locks have them): its SystemExit is only printed
+    as "Exception ignored", the command runs on, and its output must still not appear (once seen in CI)."""
+    import signal
+    import weakref
+    from horesnet_timm import cli
+    from horesnet_timm.commands import draw
+
+    real = draw.draw_scheme
+
+    def draw_and_get_signalled(*args, **kwargs):
+        class Referent:
+            pass
+        referent = Referent()
+        watch = weakref.ref(referent, lambda _: cli._terminate(signal.SIGHUP, None))
+        del referent  # the callback runs here; Python swallows its SystemExit
+        assert watch() is None
+        return real(*args, **kwargs)
+    monkeypatch.setattr(draw, 'draw_scheme', draw_and_get_signalled)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(['draw', 'rk4', '-o', str(tmp_path / 'rk4.png')])
+    assert stop.value.code == 128 + signal.SIGHUP
+    assert list(tmp_path.iterdir()) == []
