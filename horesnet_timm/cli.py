@@ -119,6 +119,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        fileio.signalled = None  # the command is over: nothing left for the record to stop
 
 
 if __name__ == '__main__':

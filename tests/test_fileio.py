@@ -69,3 +69,5 @@ def test_a_signal_python_swallowed_still_stops_the_output(tmp_path, monkeypatch)
         cli.main(['draw', 'rk4', '-o', str(tmp_path / 'rk4.png')])
     assert stop.value.code == 128 + signal.SIGHUP
     assert list(tmp_path.iterdir()) == []
+    from horesnet_timm import fileio
+    assert fileio.signalled is None  # the record ends with the command: later outputs in this process appear
