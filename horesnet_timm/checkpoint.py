@@ -166,7 +166,7 @@ def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]
     # a block's wiring record (blocks.RecordsWiring) is optional, and load_state_dict compares it by content
     record = lambda k: k.endswith('_extra_state')
     missing = [k for k in expected if k not in state_dict and not record(k)]
-    unexpected = [k for k in state_dict if k not in expected and not record(k)]
+    unexpected = sorted(k for k in state_dict if k not in expected and not record(k))  # a file's order may be random
     shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}'
               for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape and not record(k)]
     if not (missing or unexpected or shapes):
