@@ -356,8 +356,8 @@ def refuse_undecodable(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
     needs no such check: it reads images and ONNX files under any name.)"""
     for arg in argv:
         if not _utf8(arg):
-            shown = os.fsencode(arg).decode('utf-8', 'backslashreplace')
-            parser.error(f"argument '{shown}' is not valid UTF-8: rename the file (or link it) to a UTF-8 name")
+            parser.error(f"argument '{printable(arg)}' is not valid UTF-8: rename the file (or link it) to a UTF-8 "
+                         f"name")
 
 
 def quiet_on_broken_pipe(fn: Callable[..., int], *args, **kwargs) -> int:
