@@ -212,7 +212,7 @@ def test_weights_saved_without_a_wiring_record_still_load():
 
 @pytest.mark.parametrize('override', [{'scheme': 'gill4'}, {'scheme': 'rk38'}, {'block_act': False}])
 def test_published_weights_refuse_another_wiring(override):
-    name = 'horesnet10_rk4.fmnist'
+    name = 'horesnet58w16_rk4.fmnist'
     with pytest.raises(ValueError, match='wired otherwise'):
         timm.create_model(name, pretrained=True, **override)
     timm.create_model(name, pretrained=True, drop_path_rate=0.1)  # a training-only setting may change

@@ -1,4 +1,6 @@
-"""The evidence tooling in experiments/fashion_mnist: the held-out split, resumed train.py outputs, epoch times."""
+"""The evidence tooling in experiments/fashion_mnist: the held-out split, resumed train.py outputs, epoch times,
+and the shipped tags staged from the runs."""
+import json
 import sys
 from pathlib import Path
 
@@ -8,6 +10,7 @@ HERE = Path(__file__).resolve().parents[1] / 'experiments' / 'fashion_mnist'
 sys.path.insert(0, str(HERE))
 import results  # noqa: E402
 import run_queue  # noqa: E402
+import ship  # noqa: E402
 import split  # noqa: E402
 
 SOURCE = Path('/usr/share/datasets/fashion-mnist')
@@ -63,3 +66,73 @@ def test_epoch_seconds_skip_an_interrupted_epoch(tmp_path):
         '362.0 Test: [  39/39]  Acc@1: 85.0',
     ]) + '\n')
     assert results.epoch_seconds(log) == {0: 54.0, 1: 60.0}
+
+
+def _finished_run(runs, work, scheme, seed, val, test):
+    """A grid run as run_queue.py leaves it: outputs in runs/, the selected epoch's checkpoint in work/."""
+    import timm
+    import horesnet_timm  # noqa: F401
+    from conftest import randomised, train_py_checkpoint
+    name = f'horesnet58w16_{scheme}-s{seed}'
+    (runs / name).mkdir(parents=True)
+    (work / name).mkdir(parents=True)
+    (runs / name / 'summary.csv').write_text(
+        f'epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n0,1.0,0.9,50.0,90,0.1\n1,0.5,0.4,{val},99,0.01\n')
+    (runs / name / 'train.log').write_text('')
+    (runs / name / 'test.json').write_text(json.dumps({'top1': test, 'top5': 99.5}))
+    command = ['/x/venv/bin/python', '/x/timm/train.py', '-c', '/x/src/configs/fashion_mnist/a.yaml',
+               '--data-dir', f'{runs.parent}/data/trainval', '--output', str(work), '--seed', str(seed)]
+    validate = ['/x/venv/bin/horesnet', 'run', '/x/timm/validate.py', '--checkpoint',
+                f'{work}/{name}/checkpoint-1.pth.tar', '--results-file', '/x/test.json', '--device', 'cpu']
+    (runs / name / 'run.json').write_text(json.dumps({
+        'epochs': 2, 'selected_epoch': 1, 'finished': True, 'validate_command': validate,
+        'invocations': [{'command': command}]}))
+    model = randomised(timm.create_model(f'horesnet58w16_{scheme}', in_chans=1), seed=seed)
+    train_py_checkpoint(work / name / 'checkpoint-1.pth.tar', model, f'horesnet58w16_{scheme}', ema=False,
+                        dataset='torch/fashion_mnist', num_classes=10, in_chans=1, input_size=[1, 28, 28],
+                        mean=[0.286], std=[0.353], epochs=2, seed=seed)
+    return model
+
+
+def test_ship_picks_the_seed_best_on_validation_never_test(tmp_path, monkeypatch, capsys):
+    import timm
+    import torch
+    runs, work, weights = tmp_path / 'runs', tmp_path / 'work', tmp_path / 'weights'
+    weights.mkdir()
+    monkeypatch.setattr(ship, 'WEIGHTS', weights)
+    _finished_run(runs, work, 'rk4', 0, val=80.0, test=85.0)  # the better test score: must not matter
+    chosen = _finished_run(runs, work, 'rk4', 1, val=81.0, test=84.0).eval()
+    assert ship.main(['--data', str(tmp_path / 'data'), '--work', str(work), '--runs', str(runs)]) == 0
+    record = json.loads((weights / 'horesnet58w16_rk4.fmnist' / 'eval.json').read_text())
+    assert record['selected'] == {'run': 'horesnet58w16_rk4-s1', 'by': 'validation top-1', 'of_seeds': [0, 1]}
+    assert (record['top1'], record['seed'], record['validation']) == (84.0, 1, {'images': 5000, 'top1': 81.0,
+                                                                               'epoch': 1})
+    # the recorded commands name no path of the machine that ran them
+    assert '/x/' not in record['command'] and str(tmp_path) not in record['command']
+    assert ('python train.py -c configs/fashion_mnist/a.yaml --data-dir DATA/trainval --output CKPTS --seed 1 && '
+            'horesnet run validate.py --checkpoint CKPTS/horesnet58w16_rk4-s1/checkpoint-1.pth.tar --device cpu'
+            ) in record['command']
+    staged = timm.create_model(f'local-dir:{weights / "horesnet58w16_rk4.fmnist"}', pretrained=True).eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():  # published for RGB: R = G = B gives the grey model's outputs
+        assert torch.allclose(staged(x.expand(-1, 3, -1, -1)), chosen(x), atol=1e-5)
+    assert '| 84.0 |' in (weights / 'horesnet58w16_rk4.fmnist' / 'README.md').read_text()
+    capsys.readouterr()
+    assert ship.main(['--data', str(tmp_path / 'data'), '--work', str(work), '--runs', str(runs)]) == 0
+    assert 'rk4.fmnist: already staged from horesnet58w16_rk4-s1' in capsys.readouterr().out
+    assert sorted(p.name for p in weights.iterdir()) == ['horesnet58w16_rk4.fmnist']  # no temporary left
+
+
+def test_shipped_tags_are_their_runs_best_seed():
+    """Each shipped tag's record agrees with the run it names in runs/: its test and validation scores, and
+    no other finished seed it was chosen from scoring higher on validation."""
+    from horesnet_timm.models.cifar import SHIPPED, WEIGHTS
+    grid = results.read_grid(HERE / 'runs')
+    for tag in SHIPPED:
+        record = json.loads((WEIGHTS / tag / 'eval.json').read_text())
+        scheme = tag.split('.')[0].split('_', 1)[1]
+        runs = {seed: grid[scheme][seed] for seed in record['selected']['of_seeds']}
+        assert record['selected']['run'] == f'{tag.split(".")[0]}-s{record["seed"]}'
+        assert record['top1'] == runs[record['seed']]['test_top1']
+        assert record['validation']['top1'] == runs[record['seed']]['val_top1']
+        assert record['validation']['top1'] == max(run['val_top1'] for run in runs.values())

@@ -96,7 +96,7 @@ def python(code: str) -> subprocess.CompletedProcess:
 ])
 def test_importing_registers_whatever_comes_first(first):
     done = python(f"{first}\nimport timm, horesnet_timm\nfrom horesnet_timm import restack\n"
-                  "assert timm.list_models('horesnet58_rk4') and timm.list_pretrained('horesnet10_rk4.*')\n"
+                  "assert timm.list_models('horesnet58_rk4') and timm.list_pretrained('horesnet58w16_rk4.*')\n"
                   "assert callable(restack) and horesnet_timm.HoResNet.__name__ == 'HoResNet'\n"
                   "timm.create_model('horesnet10_rk4')")
     assert done.returncode == 0, done.stderr[-2000:]

@@ -192,11 +192,11 @@ def test_data_config_that_no_image_can_use_is_refused(data_args):
 
 
 def test_an_untagged_name_points_to_its_tags():
-    with pytest.raises(LoadError, match=r'horesnet10_midpoint has no default weights; .* the tag horesnet10_midpoint.fmnist'):
-        load_model('horesnet10_midpoint', pretrained=True)
+    with pytest.raises(LoadError, match=r'horesnet58w16_midpoint has no default weights; .* the tag horesnet58w16_midpoint.fmnist'):
+        load_model('horesnet58w16_midpoint', pretrained=True)
     # an override with the untagged name is no conflict with weights it does not have: the tag is still named
-    with pytest.raises(LoadError, match=r'no default weights; .* the tag horesnet10_midpoint.fmnist'):
-        load_model('horesnet10_midpoint', pretrained=True, model_args={'scheme': 'heun'})
+    with pytest.raises(LoadError, match=r'no default weights; .* the tag horesnet58w16_midpoint.fmnist'):
+        load_model('horesnet58w16_midpoint', pretrained=True, model_args={'scheme': 'heun'})
 
 
 def test_restacked_pretrained_is_its_base_restacked_as_asked(monkeypatch):

@@ -52,7 +52,7 @@ def add_arguments(parser) -> None:
     p.add_argument('--namespace', help='Hub user or organisation to publish under (default: the one in each '
                                        "folder's config.json hf_hub_id, horesnet-timm)")
     p.add_argument('--only', nargs='+', action='extend', metavar='NAME', default=[],
-                   help='publish only these folders (ARCH.TAG, e.g. horesnet10_euler.fmnist)')
+                   help='publish only these folders (ARCH.TAG, e.g. horesnet58w16_euler.fmnist)')
     p.add_argument('--dry-run', action='store_true',
                    help='check and list what would be uploaded (repository, files, sizes, sha256); no network')
 
