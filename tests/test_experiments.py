@@ -1,6 +1,7 @@
 """The evidence tooling in experiments/fashion_mnist: the held-out split, resumed train.py outputs, epoch times,
 and the shipped tags staged from the runs."""
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -80,10 +81,10 @@ def _finished_run(runs, work, scheme, seed, val, test):
         f'epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n0,1.0,0.9,50.0,90,0.1\n1,0.5,0.4,{val},99,0.01\n')
     (runs / name / 'train.log').write_text('')
     (runs / name / 'test.json').write_text(json.dumps({'top1': test, 'top5': 99.5}))
-    command = ['/x/venv/bin/python', '/x/timm/train.py', '-c', '/x/src/configs/fashion_mnist/a.yaml',
-               '--data-dir', f'{runs.parent}/data/trainval', '--output', str(work), '--seed', str(seed)]
-    validate = ['/x/venv/bin/horesnet', 'run', '/x/timm/validate.py', '--checkpoint',
-                f'{work}/{name}/checkpoint-1.pth.tar', '--results-file', '/x/test.json', '--device', 'cpu']
+    command = ['VENV/bin/python', 'TIMM/train.py', '-c', 'SRC/configs/fashion_mnist/a.yaml',
+               '--data-dir', 'DATA/trainval', '--output', 'CKPTS', '--seed', str(seed)]
+    validate = ['VENV/bin/horesnet', 'run', 'TIMM/validate.py', '--checkpoint',
+                f'CKPTS/{name}/checkpoint-1.pth.tar', '--results-file', f'RUNS/{name}/test.json', '--device', 'cpu']
     (runs / name / 'run.json').write_text(json.dumps({
         'epochs': 2, 'selected_epoch': 1, 'finished': True, 'validate_command': validate,
         'invocations': [{'command': command}]}))
@@ -102,14 +103,12 @@ def test_ship_picks_the_seed_best_on_validation_never_test(tmp_path, monkeypatch
     monkeypatch.setattr(ship, 'WEIGHTS', weights)
     _finished_run(runs, work, 'rk4', 0, val=80.0, test=85.0)  # the better test score: must not matter
     chosen = _finished_run(runs, work, 'rk4', 1, val=81.0, test=84.0).eval()
-    assert ship.main(['--data', str(tmp_path / 'data'), '--work', str(work), '--runs', str(runs)]) == 0
+    assert ship.main(['--work', str(work), '--runs', str(runs)]) == 0
     record = json.loads((weights / 'horesnet58w16_rk4.fmnist' / 'eval.json').read_text())
     assert record['selected'] == {'run': 'horesnet58w16_rk4-s1', 'by': 'validation top-1', 'of_seeds': [0, 1]}
     assert (record['top1'], record['seed'], record['validation']) == (84.0, 1, {'images': 5000, 'top1': 81.0,
                                                                                'epoch': 1})
-    # the recorded commands name no path of the machine that ran them
-    assert '/x/' not in record['command'] and str(tmp_path) not in record['command']
-    assert ('python train.py -c configs/fashion_mnist/a.yaml --data-dir DATA/trainval --output CKPTS --seed 1 && '
+    assert ('python experiments/fashion_mnist/split.py DATA && python train.py -c configs/fashion_mnist/a.yaml --data-dir DATA/trainval --output CKPTS --seed 1 && '
             'horesnet run validate.py --checkpoint CKPTS/horesnet58w16_rk4-s1/checkpoint-1.pth.tar --device cpu'
             ) in record['command']
     staged = timm.create_model(f'local-dir:{weights / "horesnet58w16_rk4.fmnist"}', pretrained=True).eval()
@@ -118,9 +117,29 @@ def test_ship_picks_the_seed_best_on_validation_never_test(tmp_path, monkeypatch
         assert torch.allclose(staged(x.expand(-1, 3, -1, -1)), chosen(x), atol=1e-5)
     assert '| 84.0 |' in (weights / 'horesnet58w16_rk4.fmnist' / 'README.md').read_text()
     capsys.readouterr()
-    assert ship.main(['--data', str(tmp_path / 'data'), '--work', str(work), '--runs', str(runs)]) == 0
+    assert ship.main(['--work', str(work), '--runs', str(runs)]) == 0
     assert 'rk4.fmnist: already staged from horesnet58w16_rk4-s1' in capsys.readouterr().out
     assert sorted(p.name for p in weights.iterdir()) == ['horesnet58w16_rk4.fmnist']  # no temporary left
+
+
+def test_finished_runs_name_no_folder_of_their_machine(tmp_path):
+    """A finished run's files name the queue's folders by placeholders, the longest folder first (the
+    checkpoints here lie inside the data folder), in the repository's runs and in a fresh run alike."""
+    from argparse import Namespace
+    args = Namespace(data=tmp_path / 'd', work=tmp_path / 'd' / 'ckpt', python=str(tmp_path / 'venv/bin/python'),
+                     train_py=tmp_path / 'timm' / 'train.py', runs=tmp_path / 'runs')
+    (tmp_path / 'runs' / 'r').mkdir(parents=True)
+    log = tmp_path / 'runs' / 'r' / 'train.log'
+    log.write_text(f"$ {args.python} {args.train_py} --data-dir {args.data}/trainval --output {args.work}\n"
+                   f"Loaded '{args.work}/r/last.pth.tar'; wrote {args.runs}/r/test.json\n")
+    assert run_queue.redact(log.parent, run_queue.placeholders(args))
+    assert log.read_text() == ("$ VENV/bin/python TIMM/train.py --data-dir DATA/trainval --output CKPTS\n"
+                               "Loaded 'CKPTS/r/last.pth.tar'; wrote RUNS/r/test.json\n")
+    assert not run_queue.redact(log.parent, run_queue.placeholders(args))  # nothing left to replace
+    for path in sorted((HERE / 'runs').glob('*/*')):
+        text = path.read_text(encoding='utf-8')
+        if json.loads((path.parent / 'run.json').read_text()).get('finished'):  # one in progress keeps them
+            assert not re.search(r'(^|[\s\'"=])/(?!dev/)\w', text, re.M), f'{path} names a folder of its machine'
 
 
 def test_shipped_tags_are_their_runs_best_seed():

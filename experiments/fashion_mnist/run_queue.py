@@ -16,7 +16,9 @@ same queue at the paper's width: `--device cuda --width 64 --parallel N` (N runs
 Each run's folder in runs/ holds train.py's summary.csv and args.yaml, its log with the wall-clock
 seconds at the start of each line, the test-split result of validate.py (grid runs), and run.json:
 the command lines, the package version, how often the run was resumed and the epoch selected on the
-validation split.
+validation split. A finished run's files name this machine's folders by the placeholders above (DATA,
+CKPTS, VENV; TIMM for train.py's folder, SRC for the installed copy's, RUNS for runs/): the repository
+keeps no path of the machine that ran it.
 """
 import argparse
 import concurrent.futures
@@ -118,6 +120,28 @@ def commit(repo: Path, paths, message):
     print(f'warning: could not commit {paths}; commit them by hand', file=sys.stderr)
 
 
+def placeholders(args):
+    """(folder, placeholder) for this machine's folders in a run's outputs, the longest folder first."""
+    folders = {args.data: 'DATA', args.work: 'CKPTS', Path(args.python).parent.parent: 'VENV',
+               args.train_py.parent: 'TIMM', ROOT: 'SRC', args.runs: 'RUNS'}
+    pairs = {str(Path(os.path.abspath(folder))): name for folder, name in folders.items()}
+    return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
+
+
+def redact(folder: Path, pairs) -> bool:
+    """Replace this machine's folders by their placeholders in a run's text files; True if any changed."""
+    changed = False
+    for path in sorted(folder.iterdir()):
+        text = path.read_text(encoding='utf-8')
+        redacted = text
+        for machine_folder, name in pairs:
+            redacted = redacted.replace(machine_folder, name)
+        if redacted != text:
+            path.write_text(redacted, encoding='utf-8')
+            changed = True
+    return changed
+
+
 def run_one(args, name, model, depth, epochs, extra, evaluate, env) -> bool:
     work = args.work / name
     out = args.runs / name
@@ -169,6 +193,7 @@ def run_one(args, name, model, depth, epochs, extra, evaluate, env) -> bool:
             return False
     record['finished'] = True
     record_path.write_text(json.dumps(record, indent=1) + '\n')
+    redact(out, placeholders(args))
     if args.commit:
         commit(args.runs, [out.resolve()], f'evidence: {name} ({epochs} epoch{"s" if epochs > 1 else ""}, Fashion-MNIST, CPU)')
     return True
@@ -204,6 +229,9 @@ def main(argv=None) -> int:
     finished = lambda run: (args.runs / run[0] / 'run.json').is_file() and json.loads(
         (args.runs / run[0] / 'run.json').read_text()).get('finished')
     pending = [r for r in plan(args.width) if (not args.only or r[0] in args.only) and not finished(r)]
+    for run in plan(args.width):  # finished by an earlier version of this queue, which kept the paths
+        if finished(run) and redact(args.runs / run[0], placeholders(args)) and args.commit:
+            commit(args.runs, [(args.runs / run[0]).resolve()], f'evidence: {run[0]} names no folder of its machine')
     try:
         if args.parallel > 1:  # several runs at once (one GPU): the queue order is the start order
             with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:

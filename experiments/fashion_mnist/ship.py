@@ -1,6 +1,6 @@
 """Stage the best seed of each scheme as a pretrained tag that ships in the package.
 
-    python experiments/fashion_mnist/ship.py --data DATA --work CKPTS [--schemes rk4 lm]
+    python experiments/fashion_mnist/ship.py --work CKPTS [--schemes rk4 lm]
 
 For each scheme with a finished grid run in runs/, the seed with the highest validation top-1 (the
 5,000 held-out training images; never the test split) is staged by `horesnet hub push --dry-run` into
@@ -27,34 +27,28 @@ WEIGHTS = HERE.parents[1] / 'horesnet_timm' / 'weights'
 DATASET = 'zalando-datasets/fashion_mnist'
 
 
-def portable(command, data: Path, work: Path) -> str:
-    """A recorded command with this machine's paths replaced by the names the README uses."""
+def portable(command) -> str:
+    """A command as run_queue.py records it (this machine's folders as placeholders), as a user types it."""
     words = []
     for word in command:
-        if word.startswith(str(data)):
-            word = 'DATA' + word[len(str(data)):]
-        elif word.startswith(str(work)):
-            word = 'CKPTS' + word[len(str(work)):]
-        elif '/configs/' in word:
-            word = word[word.index('configs/'):]
-        elif word.rsplit('/', 1)[-1] in ('python', 'horesnet', 'train.py', 'validate.py'):
+        if word.rsplit('/', 1)[-1] in ('python', 'horesnet', 'train.py', 'validate.py'):
             word = word.rsplit('/', 1)[-1]
-        words.append(word)
-    if '--results-file' in words:  # where this machine kept the record, not part of the evaluation
+        words.append(word.removeprefix('SRC/'))
+    if '--results-file' in words:  # where the queue kept the record, not part of the evaluation
         i = words.index('--results-file')
         del words[i:i + 2]
     return ' '.join(words)
 
 
-def eval_record(folder: Path, seed: int, run: dict, seeds: list, data: Path, work: Path) -> dict:
+def eval_record(folder: Path, seed: int, run: dict, seeds: list) -> dict:
     record = json.loads((folder / 'run.json').read_text())
     test = json.loads((folder / 'test.json').read_text())
     command = record['invocations'][0]['command']
     return {
         'dataset': DATASET, 'split': 'test (10,000 images; validate.py)', 'top1': test['top1'], 'top5': test['top5'],
         'epochs': record['epochs'], 'seed': seed,
-        'command': ' && '.join(['python experiments/fashion_mnist/split.py DATA', portable(command, data, work),
-                                portable(record['validate_command'], data, work)]),
+        'command': ' && '.join(['python experiments/fashion_mnist/split.py DATA', portable(command),
+                                portable(record['validate_command'])]),
         'validation': {'images': 5000, 'top1': run['val_top1'], 'epoch': run['selected_epoch']},
         'selected': {'run': folder.name, 'by': 'validation top-1', 'of_seeds': seeds},
     }
@@ -77,7 +71,6 @@ def stage(tag: str, checkpoint: Path, record: dict) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--data', type=Path, required=True, help='the folder split.py wrote')
     parser.add_argument('--work', type=Path, required=True, help="run_queue.py's --work: the checkpoints")
     parser.add_argument('--runs', type=Path, default=HERE / 'runs')
     parser.add_argument('--schemes', nargs='+', choices=SCHEMES, default=SCHEMES)
@@ -92,7 +85,7 @@ def main(argv=None) -> int:
         run = grid[scheme][seed]
         folder = args.runs / f'horesnet58w16_{scheme}-s{seed}'
         tag = f'horesnet58w16_{scheme}.fmnist'
-        record = eval_record(folder, seed, run, seeds, args.data, args.work)
+        record = eval_record(folder, seed, run, seeds)
         shipped = WEIGHTS / tag / 'eval.json'
         if shipped.is_file() and json.loads(shipped.read_text()).get('selected', {}).get('run') == folder.name:
             print(f'{tag}: already staged from {folder.name}')
