@@ -145,7 +145,8 @@ class RecordsWiring:
     def _description(self) -> Dict[str, Any]:
         acts = sorted({type(m).__name__ for m in self.subnets.modules()
                        if not any(True for _ in m.children()) and not any(True for _ in m.parameters(recurse=False))})
-        return {**self.wiring(), 'block_act': type(self.act).__name__, 'subnet_acts': acts}
+        return {**self.wiring(), 'block_act': type(self.act).__name__, 'subnet_acts': acts,
+                'subnet': type(self.subnets[0]).__name__}  # pre-activation and post-activation share every key
 
     @torch.jit.unused
     def get_extra_state(self) -> torch.Tensor:
@@ -157,16 +158,19 @@ class RecordsWiring:
             saved = json.loads(bytes(state.tolist()).decode())
         except (ValueError, TypeError, AttributeError) as e:
             raise ValueError(f'the wiring record of a {type(self).__name__} in these weights is damaged ({e})') from e
-        mine = self._description()
-        same = lambda d: {k: v for k, v in d.items() if k != 'scheme'}  # names differ, tableaus decide
+        # names differ, tableaus decide; a record from before a field was recorded is compared on the rest
+        mine = {k: v for k, v in self._description().items() if k in saved}
+        same = lambda d: {k: v for k, v in d.items() if k != 'scheme'}
         if same(saved) != same(mine):
             differ = [k for k in sorted(set(saved) | set(mine)) if k != 'scheme' and saved.get(k) != mine.get(k)]
             what = ', '.join('the tableau' if k in ('a', 'b') else f'{k} {saved.get(k)!r} vs {mine.get(k)!r}'
                              for k in differ if k != 'b' or 'a' not in differ)
             how = f'scheme={saved.get("scheme")!r}' if saved.get('scheme') != mine.get('scheme') else 'its arguments'
+            theirs = (f"a {saved.get('scheme')!r} block, this model's is {mine.get('scheme')!r} and"
+                      if saved.get('scheme') != mine.get('scheme') else f"a {saved.get('scheme')!r} block")
             raise ValueError(
-                f"these weights were trained in a {saved.get('scheme')!r} block, this model's is {mine.get('scheme')!r} "
-                f"and wired otherwise ({what}): they would compute something else. Build the model with {how} as the "
+                f"these weights were trained in {theirs} wired otherwise ({what}): they would compute something "
+                f"else. Build the model with {how} as the "
                 f"weights were trained, or load them with horesnet_timm.loading.load_model, which reads the "
                 f"architecture a checkpoint records")
 

@@ -53,9 +53,15 @@ def load_eval_record(path: str) -> Dict[str, Any]:
         if key in record and not (is_number(record[key]) and 0 <= record[key] <= 100):
             raise CardError(f"evaluation record '{path}': {key} {record[key]!r} is not a percentage (a number "
                             f"from 0 to 100)")
+    if is_number(record.get('top5')) and record['top5'] < record['top1']:
+        raise CardError(f"evaluation record '{path}': top5 {record['top5']!r} is below top1 {record['top1']!r}, which "
+                        f"no evaluation gives (a top-1 hit is a top-5 hit)")
     for key, least in (('epochs', 1), ('seed', 0)):
         if not (isinstance(record[key], int) and not isinstance(record[key], bool) and record[key] >= least):
             raise CardError(f"evaluation record '{path}': {key} {record[key]!r} is not an integer >= {least}")
+    for key in ('dataset', 'split'):  # one line each: they go into a table row and the front matter
+        if not isinstance(record[key], str) or not record[key].isprintable():
+            raise CardError(f"evaluation record '{path}': {key} {record[key]!r} is not one line of text")
     return record
 
 

@@ -13,11 +13,12 @@ runs).
 """
 import argparse
 import importlib
+import os
 import signal
 import sys
 from typing import List, Optional
 
-from .errors import HoresnetError
+from .errors import HoresnetError, UsageError
 from . import fileio
 from .fileio import describe_os_error
 from .predict import printable, quiet_on_broken_pipe, refuse_undecodable
@@ -86,11 +87,29 @@ def _failure(e: BaseException) -> Optional[str]:
     return None
 
 
+def refuse_output_over_input(args) -> None:
+    """An output (`--output`, `--output-dir`) that is also a file or folder the command reads would be destroyed."""
+    for out_name in ('output', 'output_dir'):
+        out = getattr(args, out_name, None)
+        if not isinstance(out, str) or not os.path.exists(out):
+            continue
+        for name, value in vars(args).items():
+            for given in value if isinstance(value, list) else [value]:
+                if name != out_name and isinstance(given, str) and os.path.exists(given) and os.path.samefile(given, out):
+                    raise UsageError(f"'{out}' is both this command's --{out_name.replace('_', '-')} and its "
+                                     f"{name.upper() if name == 'model' else '--' + name.replace('_', '-')}: writing "
+                                     f"it would destroy what it reads; choose another output")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith('-')), None)
     asks_help = not {'-h', '--help'}.isdisjoint(argv)
-    parser = build_parser(only=command or ('' if asks_help else 'demo'))  # no command: the demo
+    try:
+        parser = build_parser(only=command or ('' if asks_help else 'demo'))  # no command: the demo
+    except KeyboardInterrupt:  # while the command's libraries import
+        print(f'horesnet {command or "demo"}: interrupted', file=sys.stderr)
+        return 130
     if command != 'predict':  # the runner reads files under any name
         refuse_undecodable(parser, argv)
     args = parser.parse_args(argv)
@@ -102,6 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     fileio.signalled = None
     previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:  # a reader gone from stdout (`horesnet predict ... | head`) ends the command quietly
+        refuse_output_over_input(args)
         status = quiet_on_broken_pipe(importlib.import_module(args.module).run, args)
         return status if fileio.signalled is None else fileio.signalled  # a signal whose exception was swallowed
     except KeyboardInterrupt:

@@ -33,6 +33,9 @@ __all__ = ['Loaded', 'LoadError', 'load_model', 'rgb_equivalent', 'architecture_
            'dataset_label_names']
 
 HUB_PREFIXES = ('hf-hub:', 'local-dir:')
+# the eval transform's choices (timm.data.create_transform)
+CROP_MODES = ('center', 'squash', 'border')
+INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'lanczos', 'box', 'hamming')
 # pretrained_cfg fields that say where the registry's weights live: wrong once other weights are loaded
 _SOURCE_KEYS = ('url', 'file', 'state_dict', 'hf_hub_id', 'hf_hub_filename', 'source', 'tag', 'custom_load')
 
@@ -201,6 +204,7 @@ def load_model(
     data_args: train.py's data arguments (input_size, img_size, mean, std, crop_pct, crop_mode, interpolation).
     """
     model_args, data_args = dict(model_args or {}), {k: v for k, v in (data_args or {}).items() if v is not None}
+    _check_eval_transform(data_args)
     if source and not _is_hub(source) and os.path.lexists(source):  # a weights file named as the model
         if checkpoint is not None:
             raise UsageError(f"'{source}' is a file and --checkpoint names '{checkpoint}': give the weights once")
@@ -244,9 +248,13 @@ def load_model(
 
     # the data config: what the weights were trained with, then the requested changes
     recorded = meta.get('data_args', {})
+    requested = {**recorded, **data_args}
+    for key in ('img_size', 'input_size'):  # a size asked for replaces the recorded one, in either form
+        if key not in data_args and {'img_size', 'input_size'} & set(data_args):
+            requested.pop(key, None)
     try:
         trained_cfg = resolve_input_data_config(model, args=recorded)
-        data_config = resolve_input_data_config(model, args={**recorded, **data_args})
+        data_config = resolve_input_data_config(model, args=requested)
     except ValueError as e:
         raise LoadError(f"data config for {source}: {e}") from e
     channels = data_config['input_size'][0]
@@ -273,6 +281,17 @@ def load_model(
         model_args={k: v for k, v in build_args.items() if k not in ('device', 'dtype')},
         data_config=data_config, trained=checkpoint is not None or pretrained or _is_hub(source),
         provenance=_provenance(source, checkpoint, meta, pretrained, use_ema, model), record=meta)
+
+
+def _check_eval_transform(data_args: Dict[str, Any]) -> None:
+    """Refuse an eval-transform setting timm would replace by its default or fail on later (crop_pct 0 is falsy)."""
+    crop_pct = data_args.get('crop_pct')
+    if crop_pct is not None and not (isinstance(crop_pct, (int, float)) and not isinstance(crop_pct, bool)
+                                     and math.isfinite(crop_pct) and crop_pct > 0):
+        raise LoadError(f'crop_pct {crop_pct!r}: give a number above 0 (the fraction of the resized image kept)')
+    for key, choices in (('crop_mode', CROP_MODES), ('interpolation', INTERPOLATIONS)):
+        if key in data_args and data_args[key] not in choices:
+            raise LoadError(f"{key} {data_args[key]!r}: choose one of {', '.join(choices)}")
 
 
 def rgb_equivalent(loaded: Loaded) -> Loaded:

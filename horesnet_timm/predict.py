@@ -188,6 +188,8 @@ def check_metadata(cfg: Dict, path: str, outputs: Optional[int] = None) -> None:
     crop_pct = cfg['crop_pct']
     if crop_pct is not None and not (isinstance(crop_pct, (int, float)) and math.isfinite(crop_pct) and crop_pct > 0):
         bad(f'crop_pct {crop_pct!r} is not a positive number')
+    if crop_pct is not None and math.floor(min(size[1:]) / crop_pct) < 1:
+        bad(f'crop_pct {crop_pct!r} resizes a {size[1]}x{size[2]} input to nothing')
     if cfg['interpolation'] not in FILTERS:
         bad(f"interpolation {cfg['interpolation']!r} is not one of {', '.join(FILTERS)}")
     if (cfg.get('crop_mode') or 'center') not in CROP_MODES:
@@ -197,6 +199,11 @@ def check_metadata(cfg: Dict, path: str, outputs: Optional[int] = None) -> None:
         bad(f'labels {str(labels)[:40]!r} are not a list of names')
     if labels is not None and outputs is not None and len(labels) != outputs:
         bad(f'holds {len(labels)} labels for {outputs} outputs')
+    if labels is not None and (len(set(labels)) != len(labels) or not all(v.strip() for v in labels)):
+        bad('labels are not distinct names (one is empty or repeated)')
+    classes = cfg.get('num_classes')
+    if classes is not None and outputs is not None and classes not in (0, outputs):
+        bad(f'num_classes {classes!r} does not match the {outputs} outputs of the graph')
 
 
 def decode_metadata(raw: Dict[str, str]) -> Dict:

@@ -135,9 +135,18 @@ def test_card_output_errors_leave_nothing(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize('change', [{'top1': float('nan')}, {'top1': 150}, {'top1': 'abc'}, {'top5': -1},
-                                    {'epochs': -3}, {'epochs': 2.5}, {'seed': True}])
+                                    {'epochs': -3}, {'epochs': 2.5}, {'seed': True}, {'top5': 50.0},
+                                    {'dataset': 'cifar10\n---\ninjected: yes'}, {'split': ['test']}])
 def test_impossible_evaluation_record_is_refused(tmp_path, change):
     path = tmp_path / 'eval.json'
     path.write_text(json.dumps({**RECORD, **change}))
     with pytest.raises(CardError, match=next(iter(change))):
         load_eval_record(path)
+
+
+def test_an_evaluation_record_beside_random_weights_is_refused(tmp_path, capsys):
+    path = tmp_path / 'eval.json'
+    path.write_text(json.dumps(RECORD))
+    assert main(['card', 'horesnet10_rk4', '--eval-json', str(path)]) == 2
+    err = capsys.readouterr().err
+    assert '--eval-json records an evaluation of trained weights, and horesnet10_rk4 has random ones' in err

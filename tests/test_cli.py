@@ -74,3 +74,29 @@ def test_a_name_that_is_not_utf8_is_shown_as_its_bytes(capsys):
     assert "ONNX file 'm\\xff.onnx' does not exist" in capsys.readouterr().err
     from horesnet_timm.predict import printable
     assert printable('bad\ud800') == 'bad\\ud800'  # a surrogate no file name decodes to
+
+
+def test_interrupt_while_the_command_imports_exits_130(monkeypatch, capsys):
+    import horesnet_timm.cli
+
+    def interrupted(only=None):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(horesnet_timm.cli, 'build_parser', interrupted)
+    assert main(['export', 'horesnet10_rk4']) == 130
+    assert capsys.readouterr().err == 'horesnet export: interrupted\n'
+
+
+def test_an_output_that_is_also_an_input_is_refused_before_any_work(tmp_path, capsys):
+    import timm
+    from conftest import randomised, train_py_checkpoint
+    record = tmp_path / 'eval.json'
+    record.write_text('{"dataset": "d", "split": "test", "top1": 90, "epochs": 1, "seed": 0, "command": "x"}')
+    checkpoint = train_py_checkpoint(tmp_path / 'ck.pth.tar', randomised(timm.create_model('horesnet10_rk4')),
+                                     'horesnet10_rk4')
+    (tmp_path / 'link.pth.tar').symlink_to(checkpoint)
+    before = {p: p.read_bytes() for p in (record, tmp_path / 'ck.pth.tar')}
+    assert main(['card', 'horesnet10_rk4', '--eval-json', str(record), '-o', str(record)]) == 2
+    assert "is both this command's --output and its --eval-json" in capsys.readouterr().err
+    assert main(['export', str(tmp_path / 'link.pth.tar'), '-o', checkpoint]) == 2  # the same file by another name
+    assert "is both this command's --output and its MODEL" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before

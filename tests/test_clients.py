@@ -210,12 +210,37 @@ def test_weights_saved_without_a_wiring_record_still_load():
         assert torch.equal(fresh(x), model(x))
 
 
-@pytest.mark.parametrize('override', [{'scheme': 'gill4'}, {'scheme': 'rk38'}, {'block_act': False}])
+def test_a_record_from_before_a_field_was_recorded_is_compared_on_the_rest():
+    import json
+    model = randomised(timm.create_model('horesnet10_midpoint'))
+    state = model.state_dict()
+    for key in [k for k in state if k.endswith('blocks.0._extra_state')]:
+        record = json.loads(bytes(state[key].tolist()).decode())
+        del record['subnet']  # as the records written before it
+        state[key] = torch.tensor(list(json.dumps(record).encode()), dtype=torch.uint8)
+    timm.create_model('horesnet10_midpoint').load_state_dict(state)
+    with pytest.raises(ValueError, match="trained in a 'midpoint' block, this model's is 'heun'"):
+        timm.create_model('horesnet10_midpoint', scheme='heun').load_state_dict(state)
+
+
+@pytest.mark.parametrize('override', [{'scheme': 'gill4'}, {'scheme': 'rk38'}, {'block_act': False},
+                                      {'subnet': 'basic'}])
 def test_published_weights_refuse_another_wiring(override):
     name = 'horesnet58w16_rk4.fmnist'
     with pytest.raises(ValueError, match='wired otherwise'):
         timm.create_model(name, pretrained=True, **override)
     timm.create_model(name, pretrained=True, drop_path_rate=0.1)  # a training-only setting may change
+
+
+def test_published_classifier_refuses_another_pooling():
+    name = 'horesnet58w16_rk4.fmnist'
+    with pytest.raises(ValueError, match="classifier reads 'avg'-pooled features and this model pools by 'max'"):
+        timm.create_model(name, pretrained=True, global_pool='max')
+    # without the trained classifier, pooling is the user's choice
+    features = timm.create_model(name, pretrained=True, global_pool='max', num_classes=0)
+    assert features(torch.randn(1, 3, 28, 28)).shape == (1, 16)
+    timm.create_model(name, pretrained=True, global_pool='max', num_classes=3)
+    timm.create_model(name, pretrained=True, global_pool='', num_classes=0)
 
 
 def test_plain_validate_py_refuses_another_wiring(tmp_path):

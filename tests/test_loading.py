@@ -2,6 +2,7 @@
 overrides that contradict the weights are refused (registered defaults included), and the data config
 and labels describe the weights actually loaded."""
 import argparse
+import re
 
 import pytest
 import timm
@@ -215,3 +216,24 @@ def test_restacked_pretrained_is_its_base_restacked_as_asked(monkeypatch):
         load_model('restacked', pretrained=True, model_args={'base': 'resnet18', 'scheme': 'midpoint'})
     assert "cannot reach the Hub" in str(failure.value) and "'resnet18'" in str(failure.value)
     assert 'rk4' not in str(failure.value)
+
+
+@pytest.mark.parametrize('data_args, size', [({}, (1, 20, 20)), ({'img_size': 40}, (1, 40, 40)),
+                                             ({'input_size': (1, 24, 24)}, (1, 24, 24))])
+def test_an_image_size_asked_for_replaces_the_recorded_one(tmp_path, data_args, size):
+    """A checkpoint trained at 1x20x20 exported at 40x40 (`--img-size 40`) is not a conflict of timm's two size
+    arguments: the size asked for, in either form, replaces the recorded one, and the channels stay recorded."""
+    model = randomised(timm.create_model('horesnet10_rk4', in_chans=1))
+    checkpoint = train_py_checkpoint(tmp_path / 'ck.pth.tar', model, 'horesnet10_rk4', in_chans=1,
+                                     input_size=[1, 20, 20], dataset='torch/fashion_mnist', num_classes=10)
+    assert load_model(checkpoint, data_args=data_args).data_config['input_size'] == size
+
+
+@pytest.mark.parametrize('data_args, message', [
+    ({'crop_pct': 0.0}, 'crop_pct 0.0: give a number above 0'),  # falsy: timm would use its default
+    ({'crop_pct': float('nan')}, 'crop_pct nan'), ({'crop_pct': True}, 'crop_pct True'),
+    ({'crop_mode': 'bogus'}, "crop_mode 'bogus': choose one of center, squash, border"),
+    ({'interpolation': 'bogus'}, "interpolation 'bogus': choose one of bilinear")])
+def test_an_eval_transform_timm_would_not_apply_is_refused(data_args, message):
+    with pytest.raises(LoadError, match=re.escape(message)):
+        load_model('horesnet10_rk4', data_args=data_args)

@@ -422,6 +422,10 @@ def test_preprocessing_equals_timm_for_every_crop_mode():
     (dict(std=[0.25, 0.0, 0.25]), 'not positive'),
     (dict(mean=[0.5]), 'one per input channel'),
     (dict(std=['x', 1, 1]), 'finite number'),
+    (dict(crop_pct=50), 'crop_pct 50 resizes a 8x8 input to nothing'),
+    (dict(labels=['a'] * CLASSES), 'not distinct names'),
+    (dict(labels=[' '] + [f'c{i}' for i in range(1, CLASSES)]), 'not distinct names'),
+    (dict(num_classes=CLASSES + 1), f'num_classes {CLASSES + 1} does not match the {CLASSES} outputs'),
 ])
 def test_metadata_that_does_not_describe_the_graph_is_refused(tmp_path, metadata, message):
     with pytest.raises(PredictError, match=re.escape(message)):

@@ -8,7 +8,7 @@ import math
 from timm.utils import ParseKwargs
 
 from ..errors import UsageError
-from ..loading import Loaded, load_model
+from ..loading import CROP_MODES, INTERPOLATIONS, Loaded, load_model
 
 __all__ = ['positive_int', 'non_negative_int', 'positive_float', 'fraction', 'ModelKwargs', 'add_model_arguments',
            'load_from_args']
@@ -86,9 +86,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--mean', type=float, nargs='+', metavar='MEAN', help='normalisation mean per channel')
     group.add_argument('--std', type=float, nargs='+', metavar='STD', help='normalisation std per channel')
     group.add_argument('--crop-pct', type=fraction, help='centre-crop fraction')
-    group.add_argument('--crop-mode', choices=('center', 'squash', 'border'), help='crop mode')
-    group.add_argument('--interpolation', choices=('bilinear', 'bicubic', 'nearest', 'lanczos', 'box', 'hamming'),
-                       help='resize interpolation')
+    group.add_argument('--crop-mode', choices=CROP_MODES, help='crop mode')
+    group.add_argument('--interpolation', choices=INTERPOLATIONS, help='resize interpolation')
 
 
 def load_from_args(args: argparse.Namespace) -> Loaded:

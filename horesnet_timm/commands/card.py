@@ -1,5 +1,6 @@
 """`horesnet card MODEL`: the Hub model card a push would publish (cards.py), printed or written."""
 from ..cards import EVAL_KEYS, load_eval_record, published_record, render_card
+from ..errors import UsageError
 from ..fileio import atomic_output, output_directory
 from ..measure import model_stats
 from .arguments import add_model_arguments, load_from_args
@@ -22,6 +23,9 @@ def run(args) -> int:
         output_directory(args.output)  # before the work
     record = load_eval_record(args.eval_json) if args.eval_json else None
     loaded = load_from_args(args)
+    if record and not loaded.trained:
+        raise UsageError(f"--eval-json records an evaluation of trained weights, and {loaded.architecture} has random "
+                         f"ones: give the weights it measured (a checkpoint as MODEL, --checkpoint FILE or --pretrained)")
     record = record or published_record(loaded)
     stats = model_stats(loaded.architecture, input_size=loaded.model.pretrained_cfg['input_size'], activations=True,
                     **loaded.model_args)

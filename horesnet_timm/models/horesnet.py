@@ -10,6 +10,7 @@ One class serves both layouts, parametrised by what repeats:
 becomes n / s blocks of an s-stage scheme, so every scheme at a given `layers` has the same
 weights; only the way they are combined differs.
 """
+import json
 from numbers import Integral, Real
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -322,6 +323,34 @@ class HoResNet(nn.Module):
     @torch.jit.ignore
     def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
         return 'fc' if name_only else self.fc
+
+    # The classifier's weights do not show how the features they read were pooled: the state dict records it,
+    # and weights with a classifier refuse a model that pools otherwise (without one, any pooling is a choice).
+    @torch.jit.unused
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor(list(json.dumps({'global_pool': self.global_pool.pool_type}).encode()), dtype=torch.uint8)
+
+    @torch.jit.unused
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        pass  # compared in _load_from_state_dict, which knows whether the weights hold a classifier
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        record, mine = state_dict.get(prefix + '_extra_state'), self.global_pool.pool_type
+        if record is not None and prefix + 'fc.weight' in state_dict and self.num_classes:
+            try:
+                saved = json.loads(bytes(record.tolist()).decode())['global_pool']
+            except (ValueError, TypeError, AttributeError, KeyError) as e:
+                raise ValueError(f'the head record in these weights is damaged ({e!r})') from e
+            if saved != mine:
+                raise ValueError(
+                    f"these weights' classifier reads {saved!r}-pooled features and this model pools by {mine!r}: "
+                    f"its outputs would mean nothing. Build it with global_pool={saved!r}, or with another "
+                    f"num_classes (a new classifier) or num_classes=0 (features) to pool otherwise")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if record is None and prefix + '_extra_state' in missing_keys:
+            missing_keys.remove(prefix + '_extra_state')  # weights saved before the head was recorded
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
         dd = get_device_dtype(self)
