@@ -93,9 +93,10 @@ def refuse_output_over_input(args) -> None:
         out = getattr(args, out_name, None)
         if not isinstance(out, str) or not os.path.exists(out):
             continue
-        for name, value in vars(args).items():
+        inputs = {name: value for name, value in vars(args).items() if name not in (out_name, 'argv')}
+        for name, value in inputs.items():
             for given in value if isinstance(value, list) else [value]:
-                if name != out_name and isinstance(given, str) and os.path.exists(given) and os.path.samefile(given, out):
+                if isinstance(given, str) and os.path.exists(given) and os.path.samefile(given, out):
                     raise UsageError(f"'{out}' is both this command's --{out_name.replace('_', '-')} and its "
                                      f"{name.upper() if name == 'model' else '--' + name.replace('_', '-')}: writing "
                                      f"it would destroy what it reads; choose another output")

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 import timm
 import torch
+from timm.data import resolve_data_config
 from timm.models import save_for_hf
 
 from . import __version__
@@ -64,6 +65,15 @@ def _add_onnx(onnx_path: str, folder: Path) -> str:
     return f"`{model.graph.input[0].name}`, shape ({', '.join(d.dim_param or str(d.dim_value) for d in dims)})"
 
 
+PREPROCESSING = ('input_size', 'mean', 'std', 'crop_pct', 'crop_mode', 'interpolation')
+JSON_PROPS = ('input_size', 'mean', 'std', 'crop_pct')  # as `horesnet export` writes them
+
+
+def _plain(value):
+    """A config value as JSON reads it back (tuples as lists)."""
+    return json.loads(json.dumps(value))
+
+
 def _check_onnx(path: Path, model, source: str) -> None:
     """The ONNX file must compute what the weights compute, checked as `horesnet export` checks its own file:
     at its precision (fp32 within the exporter's bound, fp16 / int8 by top-1 agreement on images) and batch."""
@@ -72,6 +82,14 @@ def _check_onnx(path: Path, model, source: str) -> None:
     except ImportError as e:
         raise HubError("checking an ONNX file needs onnxruntime: pip install 'horesnet-timm[onnx]'") from e
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    cfg = {'crop_mode': 'center', **resolve_data_config(model=model)}  # what `horesnet export` records
+    # config.json and model.onnx both tell a client how to preprocess: they must say the same
+    recorded = {k: json.loads(props[k]) if k in JSON_PROPS else props[k] for k in PREPROCESSING if k in props}
+    differ = [f'{k} {v!r} vs {_plain(cfg.get(k))!r}' for k, v in recorded.items() if v != _plain(cfg.get(k))]
+    if differ:
+        raise HubError(f"ONNX file '{source}' preprocesses images otherwise than the weights' config "
+                       f"({'; '.join(differ)}): clients reading model.onnx and config.json would feed the model "
+                       f"different inputs. Export it with the weights' settings, or publish without --onnx")
     session = onnx_session(str(path))
     batch = session.get_inputs()[0].shape[0]
     dynamic = not isinstance(batch, int)

@@ -100,3 +100,9 @@ def test_an_output_that_is_also_an_input_is_refused_before_any_work(tmp_path, ca
     assert main(['export', str(tmp_path / 'link.pth.tar'), '-o', checkpoint]) == 2  # the same file by another name
     assert "is both this command's --output and its MODEL" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_an_existing_output_that_is_no_input_is_replaced(tmp_path, capsys):
+    (tmp_path / 'README.md').write_text('old')
+    assert main(['card', 'horesnet10_rk4', '-o', str(tmp_path / 'README.md')]) == 0
+    assert (tmp_path / 'README.md').read_text().startswith('---')

@@ -78,6 +78,7 @@ def test_demo_defaults_reach_an_accuracy_worth_showing(tmp_path):
     (['--scheme', 'bogus'], '--scheme bogus: not a scheme; choose one of euler'),
     (['--twin-scheme', 'RK4'], '--twin-scheme RK4: not a scheme'),
     (['--model', 'resnet18'], '--model resnet18: the demo trains a CIFAR-layout horesnet model'),
+    (['--data', 'fashion-mnist', '--train-size', '6'], '--train-size 6: give at least 7'),
 ])
 def test_bad_arguments_are_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)

@@ -400,3 +400,23 @@ def test_onnx_of_the_same_weights_at_another_batch_or_precision_is_accepted(tmp_
                 *flags]) == 0
     assert dry_run('horesnet10_midpoint', '--checkpoint', weights, '--repo-id', 'org/x', '--output-dir',
                    tmp_path / 'staged', '--onnx', exported) == 0
+
+
+@pytest.mark.parametrize('flags, differ', [(['--input-size', '3', '24', '24'], 'input_size [3, 24, 24] vs [3, 32, 32]'),
+                                           (['--crop-mode', 'squash', '--crop-pct', '0.8'], "crop_pct 0.8 vs 1.0"),
+                                           (['--mean', '0.5'], 'mean [0.5, 0.5, 0.5] vs')])
+def test_onnx_that_preprocesses_otherwise_than_the_config_is_refused(tmp_path, capsys, flags, differ):
+    """The same weights exported with other preprocessing compute the same logits, but a repository whose
+    model.onnx and config.json disagree on how to feed them would give clients two answers."""
+    from horesnet_timm.cli import main as cli
+    weights = tmp_path / 'w.safetensors'
+    save_file(trained('horesnet10_midpoint').state_dict(), str(weights))
+    exported = tmp_path / 'm.onnx'
+    assert cli(['export', 'horesnet10_midpoint', '--checkpoint', str(weights), '-o', str(exported), '--no-verify',
+                *flags]) == 0
+    capsys.readouterr()
+    assert dry_run('horesnet10_midpoint', '--checkpoint', weights, '--repo-id', 'org/x', '--output-dir',
+                   tmp_path / 'staged', '--onnx', exported) == 1
+    err = capsys.readouterr().err
+    assert 'preprocesses images otherwise than the weights' in err and differ in err, err
+    assert not (tmp_path / 'staged').exists()

@@ -52,6 +52,13 @@ def test_tag_loads_as_trained(name):
         assert torch.equal(model(x), folder(x))
 
 
+def test_a_new_classifier_drops_the_tags_class_names():
+    """Fine-tuning a tag for 3 classes: its 10 class names name none of the new outputs."""
+    model = timm.create_model(TAGS[0], pretrained=True, num_classes=3)
+    assert model.num_classes == 3 and 'label_names' not in model.pretrained_cfg
+    assert model.default_cfg is model.pretrained_cfg
+
+
 def test_a_damaged_weights_file_fails_its_own_load_only(tmp_path):
     damaged = tmp_path / 'model.safetensors'
     damaged.write_bytes((WEIGHTS / TAGS[0] / 'model.safetensors').read_bytes()[:1000])

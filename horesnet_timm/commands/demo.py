@@ -244,6 +244,9 @@ def _check_choices(args) -> None:
     for flag, scheme in (('--scheme', args.scheme), ('--twin-scheme', args.twin_scheme)):
         if scheme is not None and scheme not in list_schemes():
             raise UsageError(f"{flag} {scheme}: not a scheme; choose one of {', '.join(list_schemes())}")
+    if args.data == 'fashion-mnist' and args.train_size < 7:
+        raise UsageError(f'--train-size {args.train_size}: give at least 7, so that the validation split (a seventh '
+                         f'of the training images) holds an image')
 
 
 def run(args) -> int:

@@ -445,6 +445,10 @@ def create_horesnet(variant: str, pretrained: bool = False, **kwargs) -> HoResNe
         feature_cfg=dict(feature_cls='getter', out_indices=out_indices),
         **kwargs,
     )
+    labels = getattr(model, 'pretrained_cfg', {}).get('label_names')
+    if labels and len(labels) != getattr(model, 'num_classes', len(labels)):  # a new classifier: they name no output
+        model.pretrained_cfg = model.default_cfg = {k: v for k, v in model.pretrained_cfg.items()
+                                                    if k not in ('label_names', 'label_descriptions')}
     if isinstance(model, FeatureGraphNet):
         # FX returns module outputs; a tap inside a block is a sub-network's input, which no module outputs
         inner = [f['module'] for f in model.feature_info.get_dicts() if f.get('hook_type') == 'forward_pre']
