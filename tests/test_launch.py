@@ -72,3 +72,14 @@ def test_contradicting_mean_is_refused(tmp_path):
         fill_from_checkpoint(_script(tmp_path), ['--checkpoint', _checkpoint(tmp_path), '--mean', '0.3'])
     argv = fill_from_checkpoint(_script(tmp_path), ['--checkpoint', _checkpoint(tmp_path), '--mean', '0.50'])
     assert argv.count('--mean') == 1
+
+
+def test_published_rgb_weights_on_a_grey_dataset_get_one_channel(tmp_path):
+    from horesnet_timm.commands.run import fill_for_grey_images
+    tag = ['--model', 'horesnet58w16_rk4.fmnist', '--pretrained']
+    assert fill_for_grey_images([*tag, '--dataset', 'torch/fashion_mnist'])[-6:] == [
+        '--in-chans', '1', '--input-size', '1', '28', '28']
+    assert fill_for_grey_images([*tag, '--dataset', 'torch/fashion_mnist', '--in-chans', '1']).count('--in-chans') == 1
+    for argv in ([*tag, '--dataset', 'torch/cifar10'], [*tag, '--dataset', 'torch/mnist', '--img-size', '32'],
+                 [*tag, '--dataset', 'torch/mnist', '--in-chans', '3'], tag[:2] + ['--dataset', 'torch/mnist']):
+        assert fill_for_grey_images(argv) == argv  # RGB data, the user's own size or channels, no weights

@@ -168,3 +168,23 @@ def test_fashion_mnist_end_to_end(scripts, tmp_path):
 @pytest.mark.parametrize('config', ALL_CONFIGS)
 def test_train_py_every_config(config, scripts, data, tmp_path):
     _one_epoch(scripts, data, config, tmp_path)
+
+
+def test_a_shipped_tag_validates_on_grey_images_as_published(scripts, tmp_path):
+    """`horesnet run validate.py --model TAG --pretrained --dataset torch/fashion_mnist`: the tag takes RGB images
+    and the dataset gives grey ones; the launcher adds the flags that make timm read them, and the score is the
+    tag's own on those images."""
+    import timm
+    import torch
+    import torchvision
+    import horesnet_timm  # noqa: F401
+    from conftest import top1
+    data = make_fashion_mnist(tmp_path / 'data')
+    tag = 'horesnet58w16_midpoint.fmnist'
+    log = _horesnet('run', scripts / 'validate.py', '--model', tag, '--pretrained', '--data-dir', data, '--dataset',
+                    'torch/fashion_mnist', '--device', 'cpu', '--workers', '0', cwd=tmp_path)
+    assert 'gives grey images and horesnet58w16_midpoint.fmnist takes RGB ones: --in-chans 1 --input-size 1 28 28' in log
+    test_set = torchvision.datasets.FashionMNIST(str(data), train=False)
+    images = torch.stack([torchvision.transforms.functional.pil_to_tensor(image)[0] for image, _ in test_set]).numpy()
+    expected = top1(timm.create_model(tag, pretrained=True), images, [label for _, label in test_set])
+    assert float(re.search(r'"top1": ([\d.]+)', log).group(1)) == pytest.approx(expected, abs=1e-3)

@@ -12,7 +12,8 @@ they load, so a checkpoint trained with `--model-kwargs scheme=gill4` or on 1x28
 every such flag repeated. Given a train.py checkpoint, the launcher adds the flags the script
 accepts and the command line leaves out (--model, --num-classes, --in-chans, --model-kwargs,
 --input-size, --mean, --std, ...) from what train.py recorded, says which, and refuses flags that
-contradict the record (the same rule as every other command: loading.py).
+contradict the record (the same rule as every other command: loading.py). Published RGB weights
+(`--model NAME.TAG --pretrained`) on a dataset of grey images get `--in-chans 1 --input-size 1 H W`.
 """
 import argparse
 import ast
@@ -21,6 +22,8 @@ import runpy
 import sys
 import traceback
 from typing import Dict, List, Optional
+
+import timm
 
 from ..checkpoint import checkpoint_meta
 from ..errors import HoresnetError
@@ -133,12 +136,33 @@ def fill_from_checkpoint(script: str, argv: List[str]) -> List[str]:
     return argv
 
 
+# timm's torchvision datasets of grey images: their PIL images reach the transforms with one channel
+GREY_DATASETS = ('torch/mnist', 'torch/fashion_mnist', 'torch/kmnist', 'torch/qmnist', 'torch/emnist')
+
+
+def fill_for_grey_images(argv: List[str]) -> List[str]:
+    """`argv` plus `--in-chans 1 --input-size 1 H W` when published RGB weights meet a dataset of grey images
+    (timm's transforms would keep one channel and normalise it with three means)."""
+    model, dataset = _flag_values(argv, '--model', '-m'), _flag_values(argv, '--dataset', '-d')
+    if not (model and dataset and dataset[0] in GREY_DATASETS and '--pretrained' in argv
+            and _flag_values(argv, '--input-size', '--img-size') is None and timm.is_model(model[0])):
+        return argv
+    cfg = timm.models.get_pretrained_cfg(model[0])
+    if cfg is None or cfg.input_size[0] != 3 or (_flag_values(argv, '--in-chans') or ['1'])[0] != '1':
+        return argv
+    added = ([] if _flag_values(argv, '--in-chans') else ['--in-chans', '1']) + [
+        '--input-size', '1', *map(str, cfg.input_size[1:])]
+    print(f"horesnet run: {dataset[0]} gives grey images and {model[0]} takes RGB ones: {' '.join(added)} (timm "
+          f"sums its first convolution over the colours, which reads a grey image as its RGB picture)", file=sys.stderr)
+    return argv + added
+
+
 def run(args) -> int:
     script = os.path.abspath(args.script)
     if not os.path.isfile(script):
         raise HoresnetError(f"no script '{args.script}' (give the path of a timm script, e.g. "
                             f"<pytorch-image-models>/validate.py)")
-    sys.argv = [script, *fill_from_checkpoint(script, args.script_args)]
+    sys.argv = [script, *fill_for_grey_images(fill_from_checkpoint(script, args.script_args))]
     sys.path.insert(0, os.path.dirname(script))
     try:
         runpy.run_path(script, run_name='__main__')
