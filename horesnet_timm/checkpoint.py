@@ -12,7 +12,9 @@ import contextlib
 import json
 import os
 import pickle
+import pickletools
 import re
+import warnings
 from typing import Any, Dict, List
 
 import timm
@@ -54,6 +56,32 @@ def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
                               f"download or save it again.") from e
 
 
+@contextlib.contextmanager
+def _no_protocol_note():
+    """Without torch's warning on a plain pickle's protocol: the error that follows it says more."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Detected pickle protocol')
+        yield
+
+
+def _pickled_globals(path: str) -> List[str]:
+    """The Python objects a plain pickle (not torch.save's zip format) names, read by pickletools, which runs
+    nothing; [] for a file that is no pickle. torch's unpickler stops at such a file's framing before naming them."""
+    names, strings = [], []
+    try:
+        with open(path, 'rb') as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name in ('SHORT_BINUNICODE', 'BINUNICODE', 'UNICODE'):
+                    strings.append(arg)
+                elif op.name == 'GLOBAL':
+                    names.append(arg.replace(' ', '.'))
+                elif op.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                    names.append('.'.join(strings[-2:]))
+    except Exception:  # not a pickle, or a damaged one: what was read so far
+        pass
+    return names
+
+
 def read_state_dict(path: str, use_ema: bool = True) -> Dict[str, torch.Tensor]:
     """Tensors of a .safetensors file or a train.py checkpoint (EMA weights when present and `use_ema`)."""
     path = readable_file(path)
@@ -61,15 +89,17 @@ def read_state_dict(path: str, use_ema: bool = True) -> Dict[str, torch.Tensor]:
         state_dict = _read_safetensors(path)
     else:
         try:
-            state_dict = load_state_dict(path, use_ema=use_ema, device='cpu', weights_only=True)
+            with _no_protocol_note():
+                state_dict = load_state_dict(path, use_ema=use_ema, device='cpu', weights_only=True)
         except (pickle.UnpicklingError, RuntimeError) as e:
             # timm re-raises torch's refusal of pickled code as a RuntimeError about weights_only
             blocked = re.search(r'GLOBAL ([\w.]+)', f'{e} {e.__cause__ or ""}')
-            if not blocked:  # not code the loader refused to run: a damaged or foreign file
+            named = [blocked.group(1)] if blocked else _pickled_globals(path)
+            if not named:  # not code the loader refused to run: a damaged or foreign file
                 raise CheckpointError(f"cannot read checkpoint '{path}': it is truncated, corrupt, or not a torch "
                                       f"checkpoint or safetensors file") from e
             raise CheckpointError(
-                f"checkpoint '{path}' holds pickled Python objects ({blocked.group(1)}), not only tensors; "
+                f"checkpoint '{path}' holds pickled Python objects ({', '.join(named[:3])}), not only tensors; "
                 f"horesnet-timm never runs code from a weights file. Save the weights alone, e.g. "
                 f"torch.save(model.state_dict(), 'weights.pth') or safetensors' save_file") from e
         except Exception as e:  # whatever else the unpickler trips on in a damaged file (EOF, struct, index, ...)
@@ -153,7 +183,8 @@ def checkpoint_meta(path: str) -> Dict[str, Any]:
         # train.py pickles its argparse.Namespace as 'args'; allow that one class and nothing else
         allow = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
         with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
-            checkpoint = torch.load(path, map_location='meta', weights_only=True)
+            with _no_protocol_note():
+                checkpoint = torch.load(path, map_location='meta', weights_only=True)
     except Exception:
         read_state_dict(path)  # raises the CheckpointError that says why the file cannot be read
         return {}  # the weights read, their record did not: nothing is known about them

@@ -64,11 +64,14 @@ def test_pickled_code_is_not_run(tmp_path, capfd):
             read_state_dict(str(path))
         assert 'weights_only=False' not in str(e.value)  # no way offered to run it
     assert 'pwned' not in capfd.readouterr().out
-    # torch's own format names what was refused; a foreign pickle is just not a checkpoint
-    with pytest.raises(CheckpointError, match=r"holds pickled Python objects \(posix\.system\).*never runs code"):
-        read_state_dict(str(saved))
+    # torch's own format and a plain pickle alike: what was refused is named, without torch's protocol note
+    for path in (saved, plain):
+        with pytest.raises(CheckpointError, match=r"holds pickled Python objects \(posix\.system\).*never runs code"):
+            read_state_dict(str(path))
+    assert 'pickle protocol' not in capfd.readouterr().err
+    (tmp_path / 'noise.pth').write_bytes(bytes(range(256)) * 8)  # no pickle at all
     with pytest.raises(CheckpointError, match='truncated, corrupt, or not a torch checkpoint'):
-        read_state_dict(str(plain))
+        read_state_dict(str(tmp_path / 'noise.pth'))
 
 
 def test_missing_file_names_path(tmp_path):
