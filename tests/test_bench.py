@@ -53,7 +53,7 @@ def test_bench_refuses_unknown_models_and_modes(capsys):
     assert main(['bench', '--models', 'resnet50']) == 2
     assert main(['bench', '--modes', 'tensorrt']) == 2
     err = capsys.readouterr().err
-    assert "unknown model 'resnet50'" in err and "unknown mode 'tensorrt'" in err
+    assert "--models 'resnet50': bench compares horesnet models" in err and "unknown mode 'tensorrt'" in err
 
 
 @pytest.mark.parametrize('flag', [['--repeats', '0'], ['--train-batch', '0'], ['--infer-batch', '-1'],

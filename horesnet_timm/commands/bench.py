@@ -429,7 +429,9 @@ def _check(args) -> None:
         raise UsageError(f'--threads {args.threads}: this machine has {os.cpu_count()} CPUs')
     unknown = [m for m in args.models if m not in timm.list_models('horesnet*')]
     if unknown:
-        raise UsageError(f'unknown model {unknown[0]!r}; see `horesnet tour` for the registered names')
+        raise UsageError(f'--models {unknown[0]!r}: bench compares horesnet models (each scheme against Euler '
+                         f'stacking); see `horesnet tour` for their names, and `horesnet restack --benchmark` for '
+                         f'other timm networks')
     if args.device == 'cuda':
         if not torch.cuda.is_available():
             raise HoresnetError('--device cuda: no CUDA device is available to PyTorch here')
