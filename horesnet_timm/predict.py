@@ -258,6 +258,12 @@ class Predictor:
         outputs = self.session.get_outputs()[0].shape[-1]
         self.outputs = outputs if isinstance(outputs, int) else None
         check_metadata(self.metadata, onnx_path, self.outputs)
+        fixed = [(have, want) for have, want in zip(self.input.shape[1:], self.metadata['input_size'])
+                 if isinstance(have, int)]  # a graph exported without dynamic size axes takes one size
+        if any(have != want for have, want in fixed):
+            raise PredictError(f"ONNX file '{onnx_path}': its metadata input_size {self.metadata['input_size']} is "
+                               f"not the size its graph takes ({list(self.input.shape[1:])}); re-export it with "
+                               f"`horesnet export`")
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         batch = batch.astype(self.dtype)

@@ -389,7 +389,7 @@ def test_metadata_that_disagrees_with_the_graph(tiny, tmp_path, capsys):
     _, images = tiny
     wrong = tiny_onnx(tmp_path / 'wrong.onnx', input_size=[3, 16, 16])  # the graph takes 8x8
     assert runner.main([wrong, images[0]]) == 1
-    assert 'onnxruntime cannot run' in error_line(capsys)
+    assert 'its metadata input_size [3, 16, 16] is not the size its graph takes ([3, 8, 8])' in error_line(capsys)
     tiny_onnx(tmp_path / 'garbled.onnx', trained='False')  # Python's spelling, not JSON's
     with pytest.raises(PredictError, match="metadata 'trained' holds 'False', which is not JSON"):
         Predictor(str(tmp_path / 'garbled.onnx'))
