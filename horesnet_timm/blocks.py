@@ -233,7 +233,7 @@ class SchemeBlock(RecordsWiring, nn.Module):
             nn.init.ones_(self.step_size)
 
     def wiring(self) -> Dict[str, Any]:
-        return {'scheme': self.scheme_name, 'a': self.a, 'b': self.b}
+        return {'scheme': self.scheme_name, 'a': self.a, 'b': self.b, 'learned_step': self.step_size is not None}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x, [])[0]

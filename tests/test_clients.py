@@ -224,7 +224,7 @@ def test_a_record_from_before_a_field_was_recorded_is_compared_on_the_rest():
 
 
 @pytest.mark.parametrize('override', [{'scheme': 'gill4'}, {'scheme': 'rk38'}, {'block_act': False},
-                                      {'subnet': 'basic'}])
+                                      {'subnet': 'basic'}, {'learn_step_size': True}])
 def test_published_weights_refuse_another_wiring(override):
     name = 'horesnet58w16_rk4.fmnist'
     with pytest.raises(ValueError, match='wired otherwise'):
