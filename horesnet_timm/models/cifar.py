@@ -54,7 +54,8 @@ TRAINED_ON = {
                    label_names=FASHION_MNIST_LABELS),
 }
 # staged by experiments/fashion_mnist/ship.py: each scheme's best seed on validation (RESULTS.md there)
-SHIPPED = ['horesnet58w16_euler.fmnist', 'horesnet58w16_midpoint.fmnist', 'horesnet58w16_rk4.fmnist']
+SHIPPED = ['horesnet58w16_euler.fmnist', 'horesnet58w16_midpoint.fmnist', 'horesnet58w16_rk4.fmnist',
+           'horesnet58w16_rk8.fmnist']
 
 
 def _shipped_cfg(name: str) -> Dict[str, Any]:
