@@ -84,7 +84,11 @@ def _check_onnx(path: Path, model, source: str) -> None:
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     cfg = {'crop_mode': 'center', **resolve_data_config(model=model)}  # what `horesnet export` records
     # config.json and model.onnx both tell a client how to preprocess: they must say the same
-    recorded = {k: json.loads(props[k]) if k in JSON_PROPS else props[k] for k in PREPROCESSING if k in props}
+    try:
+        recorded = {k: json.loads(props[k]) if k in JSON_PROPS else props[k] for k in PREPROCESSING if k in props}
+    except ValueError as e:
+        raise HubError(f"ONNX file '{source}' holds preprocessing metadata that is not JSON ({e}); export it again "
+                       f"with `horesnet export`") from e
     differ = [f'{k} {v!r} vs {_plain(cfg.get(k))!r}' for k, v in recorded.items() if v != _plain(cfg.get(k))]
     if differ:
         raise HubError(f"ONNX file '{source}' preprocesses images otherwise than the weights' config "

@@ -420,3 +420,18 @@ def test_onnx_that_preprocesses_otherwise_than_the_config_is_refused(tmp_path, c
     err = capsys.readouterr().err
     assert 'preprocesses images otherwise than the weights' in err and differ in err, err
     assert not (tmp_path / 'staged').exists()
+
+
+def test_onnx_whose_preprocessing_metadata_is_not_json_is_named(tmp_path, capsys):
+    import onnx
+    from horesnet_timm.cli import main as cli
+    weights = tmp_path / 'w.safetensors'
+    save_file(trained('horesnet10_midpoint').state_dict(), str(weights))
+    exported = tmp_path / 'm.onnx'
+    assert cli(['export', 'horesnet10_midpoint', '--checkpoint', str(weights), '-o', str(exported), '--no-verify']) == 0
+    model = onnx.load(str(exported))
+    next(p for p in model.metadata_props if p.key == 'mean').value = '(0.5, 0.5, 0.5)'  # Python's tuple, not JSON
+    onnx.save(model, str(exported))
+    capsys.readouterr()
+    assert dry_run('horesnet10_midpoint', '--checkpoint', weights, '--repo-id', 'org/x', '--onnx', exported) == 1
+    assert 'holds preprocessing metadata that is not JSON' in capsys.readouterr().err
