@@ -91,6 +91,8 @@ def main(argv=None) -> int:
             print(f'{tag}: already staged from {folder.name}')
             continue
         checkpoint = args.work / folder.name / f'checkpoint-{run["selected_epoch"]}.pth.tar'
+        if not checkpoint.is_file():
+            sys.exit(f'{tag}: the selected checkpoint {checkpoint} is missing; give the queue\'s --work folder')
         stage(tag, checkpoint, record)
         print(f'{tag}: staged from {folder.name} (validation {run["val_top1"]:.2f}, test {record["top1"]})')
     return 0
