@@ -55,12 +55,13 @@ TRAINED_ON = {
 }
 # staged by experiments/fashion_mnist/ship.py: each scheme's best seed on validation (RESULTS.md there)
 SHIPPED = ['horesnet58w16_euler.fmnist', 'horesnet58w16_midpoint.fmnist', 'horesnet58w16_rk4.fmnist',
-           'horesnet58w16_rk8.fmnist']
+           'horesnet58w16_rk8.fmnist', 'horesnet58w16_lm.fmnist']
 
 
 def _shipped_cfg(name: str) -> Dict[str, Any]:
-    return _cfg(**TRAINED_ON[name.split('.')[1]], hf_hub_id=f'horesnet-timm/{name}',
-                file=str(WEIGHTS / name / 'model.safetensors'))
+    cfg = _lm_cfg if name.split('.')[0].endswith('_lm') else _cfg
+    return cfg(**TRAINED_ON[name.split('.')[1]], hf_hub_id=f'horesnet-timm/{name}',
+               file=str(WEIGHTS / name / 'model.safetensors'))
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> HoResNet:
