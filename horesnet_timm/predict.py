@@ -170,14 +170,17 @@ def preprocess(image, cfg: Dict) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def check_metadata(cfg: Dict, path: str, outputs: Optional[int] = None) -> None:
-    """Refuse metadata that does not describe a graph it came with: every value is used as it stands."""
+def check_metadata(cfg: Dict, path: str, outputs: Optional[int] = None, input_shape: Sequence = ()) -> None:
+    """Refuse metadata that does not describe a graph it came with (its output count and its input's C, H, W,
+    where the graph fixes them): every value is used as it stands."""
     def bad(what):
         raise PredictError(f"ONNX file '{path}': its metadata {what}; re-export it with `horesnet export`")
     size = cfg['input_size']
     if not (isinstance(size, list) and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size)
             and size[0] in (1, 3)):
         bad(f'input_size {size!r} is not [1 or 3 channels, height, width]')
+    if any(isinstance(have, int) and have != want for have, want in zip(input_shape, size)):
+        bad(f'input_size {size} is not the size its graph takes ({list(input_shape)})')
     for key in ('mean', 'std'):
         values = cfg[key]
         if not (isinstance(values, list) and len(values) == size[0]
@@ -257,13 +260,7 @@ class Predictor:
         self.labels = self.metadata.get('labels')
         outputs = self.session.get_outputs()[0].shape[-1]
         self.outputs = outputs if isinstance(outputs, int) else None
-        check_metadata(self.metadata, onnx_path, self.outputs)
-        fixed = [(have, want) for have, want in zip(self.input.shape[1:], self.metadata['input_size'])
-                 if isinstance(have, int)]  # a graph exported without dynamic size axes takes one size
-        if any(have != want for have, want in fixed):
-            raise PredictError(f"ONNX file '{onnx_path}': its metadata input_size {self.metadata['input_size']} is "
-                               f"not the size its graph takes ({list(self.input.shape[1:])}); re-export it with "
-                               f"`horesnet export`")
+        check_metadata(self.metadata, onnx_path, self.outputs, self.input.shape[1:])
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         batch = batch.astype(self.dtype)
