@@ -69,6 +69,24 @@ def test_epoch_seconds_skip_an_interrupted_epoch(tmp_path):
     assert results.epoch_seconds(log) == {0: 54.0, 1: 60.0}
 
 
+def test_cost_is_read_from_one_invocation_that_measured_every_scheme(tmp_path):
+    def row(scheme, rate, stamp, channels_last=True):
+        return json.dumps({'model': f'horesnet58w16_{scheme}', 'channels_last': channels_last, 'compile': False,
+                           'images_per_s': rate, 'steps': 20, 'threads': 2, 'torch': 't', 'cpu': 'c',
+                           'invocation': stamp})
+    schemes = run_queue.SCHEMES
+    pilot = tmp_path / 'pilot.jsonl'
+    pilot.write_text('\n'.join(
+        [row(s, 100.0, 'A') for s in schemes]               # complete
+        + [row(s, 50.0, 'B') for s in schemes]
+        + [row('euler', 999.0, 'B', channels_last=False)]   # another setting: not the runs'
+        + [row(s, 1.0, 'C') for s in schemes[:-1]]) + '\n')  # latest, but a scheme is missing
+    table = results.cost_table(pilot)
+    assert '(B,' in table and '| euler | 50 | 1100 | 1.00 |' in table and '999' not in table
+    pilot.write_text(row('euler', 1.0, 'A') + '\n')
+    assert 'not measured yet' in results.cost_table(pilot)
+
+
 def _finished_run(runs, work, scheme, seed, val, test):
     """A grid run as run_queue.py leaves it: outputs in runs/, the selected epoch's checkpoint in work/."""
     import timm

@@ -1,12 +1,16 @@
-"""The measured pilot behind the evidence runs' settings: images/s of one training step (forward, backward,
-SGD) of a depth-58 width-16 model at batch 128, 1x28x28, eager NCHW vs eager channels_last vs
-torch.compile + channels_last. One JSON line per setting.
+"""The measured pilot behind the evidence runs' settings, and their cost per scheme: images/s of one
+training step (forward, backward, SGD) of a depth-58 width-16 model at batch 128, 1x28x28, in eager NCHW,
+eager channels_last or torch.compile + channels_last. One JSON line per model and setting; every line of
+one invocation carries the same `invocation` stamp, so a comparison is read from one run.
 
     python experiments/fashion_mnist/pilot.py horesnet58w16_rk4 horesnet58w16_rk8 >> experiments/fashion_mnist/pilot.jsonl
+    python experiments/fashion_mnist/pilot.py horesnet58w16_{euler,midpoint,rk4,rk8,lm} --settings channels_last \\
+        >> experiments/fashion_mnist/pilot.jsonl     # the runs' setting, every scheme: RESULTS.md's cost table
 """
+import argparse
 import json
 import platform
-import sys
+import statistics
 import time
 
 import timm
@@ -14,8 +18,11 @@ import torch
 
 import horesnet_timm  # noqa: F401  registers the models
 
+SETTINGS = {'eager': (False, False), 'channels_last': (True, False), 'compile': (True, True)}
 
-def images_per_second(name: str, channels_last: bool, compile_: bool, steps: int = 12, warmup: int = 3):
+
+def images_per_second(name: str, channels_last: bool, compile_: bool, steps: int, warmup: int = 3) -> float:
+    """Batch size over the median step time (a step disturbed by another process does not move it)."""
     torch.manual_seed(0)
     model = timm.create_model(name, in_chans=1, num_classes=10)
     x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
@@ -23,24 +30,33 @@ def images_per_second(name: str, channels_last: bool, compile_: bool, steps: int
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     forward = torch.compile(model) if compile_ else model
+    seconds = []
     for i in range(warmup + steps):
-        if i == warmup:
-            start = time.perf_counter()
+        start = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(forward(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return 128 * steps / (time.perf_counter() - start)
+        if i >= warmup:
+            seconds.append(time.perf_counter() - start)
+    return 128 / statistics.median(seconds)
 
 
-def main():
-    for name in sys.argv[1:]:
-        for channels_last, compile_ in ((False, False), (True, False), (True, True)):
-            rate = images_per_second(name, channels_last, compile_)
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('models', nargs='+')
+    parser.add_argument('--settings', nargs='+', choices=sorted(SETTINGS), default=list(SETTINGS))
+    parser.add_argument('--steps', type=int, default=20, help='timed steps per model and setting')
+    args = parser.parse_args(argv)
+    invocation = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+    for name in args.models:
+        for setting in args.settings:
+            channels_last, compile_ = SETTINGS[setting]
+            rate = images_per_second(name, channels_last, compile_, args.steps)
             print(json.dumps({'model': name, 'channels_last': channels_last, 'compile': compile_,
-                              'images_per_s': round(rate, 1), 'threads': torch.get_num_threads(),
-                              'torch': torch.__version__, 'cpu': platform.processor() or platform.machine()}),
-                  flush=True)
+                              'images_per_s': round(rate, 1), 'steps': args.steps, 'threads': torch.get_num_threads(),
+                              'torch': torch.__version__, 'cpu': platform.processor() or platform.machine(),
+                              'invocation': invocation}), flush=True)
 
 
 if __name__ == '__main__':

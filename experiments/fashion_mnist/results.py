@@ -147,6 +147,30 @@ def sweep_table(sweep) -> str:
     return '\n'.join(lines)
 
 
+def cost_table(pilot: Path) -> str:
+    """Each scheme's training-step rate in the runs' setting, from the latest pilot.py invocation that
+    measured all of them (one invocation: the same machine state for every scheme)."""
+    rows = [json.loads(line) for line in pilot.read_text().splitlines() if line.strip()] if pilot.is_file() else []
+    measured = defaultdict(dict)
+    for row in rows:
+        if row.get('invocation') and row['channels_last'] and not row['compile']:
+            measured[row['invocation']][row['model']] = row
+    names = [f'horesnet58w16_{s}' for s in SCHEMES]
+    complete = sorted(stamp for stamp, models in measured.items() if all(n in models for n in names))
+    if not complete:
+        return 'Cost: not measured yet (pilot.py, every scheme in one invocation, --settings channels_last).'
+    models = measured[complete[-1]]
+    first = models[names[0]]
+    lines = [f'Cost, measured in one invocation ({complete[-1]}, {first["threads"]} threads, torch {first["torch"]}, '
+             f'{first["cpu"]}, nothing else running): one training step at batch 128, 1x28x28, eager channels_last '
+             f'(the runs\' setting), median of {first["steps"]} steps; the model only, no data loading.', '',
+             '| scheme | images / s | seconds per 55,000 images | time relative to euler |', '|---|---|---|---|']
+    for scheme, name in zip(SCHEMES, names):
+        rate = models[name]['images_per_s']
+        lines.append(f'| {scheme} | {rate:.0f} | {55000 / rate:.0f} | {first["images_per_s"] / rate:.2f} |')
+    return '\n'.join(lines)
+
+
 def plot_curves(grid, path: Path):
     import matplotlib
     matplotlib.use('Agg')
@@ -214,6 +238,7 @@ def main(argv=None) -> int:
     text = '\n\n'.join([
         grid_tables(grid),
         sweep_table(sweep),
+        cost_table(HERE / 'pilot.jsonl'),
         f'Finished: {sum(map(len, grid.values()))} of {len(SEEDS) * len(SCHEMES)} grid runs, '
         f'{len(sweep)} of {len(ROBUSTNESS_MODELS) * len(LR_MULTIPLIERS)} learning-rate runs'
         + (f'; still to run: {", ".join(missing)}' if missing else '') + '.',
