@@ -52,6 +52,18 @@ def test_tag_loads_as_trained(name):
         assert torch.equal(model(x), folder(x))
 
 
+@pytest.mark.parametrize('name', TAGS)
+def test_readmes_weights_table_is_each_tags_record(name):
+    """README's row for a tag says what its eval.json says: a tag that moved to another seed moves the row."""
+    readme = (Path(__file__).resolve().parents[1] / 'README.md').read_text(encoding='utf-8')
+    row = next((line for line in readme.splitlines() if line.startswith(f'| `{name}` |')), None)
+    assert row, f'README lists no row for {name}'
+    record = json.loads((WEIGHTS / name / 'eval.json').read_text())
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    assert cells[3:7] == [f"{record['top1']:.2f}%", f"{record['top5']:.2f}%", f"{record['validation']['top1']:.2f}%",
+                          f"{record['seed']} (from {', '.join(map(str, record['selected']['of_seeds']))})"]
+
+
 def test_a_new_classifier_drops_the_tags_class_names():
     """Fine-tuning a tag for 3 classes: its 10 class names name none of the new outputs."""
     model = timm.create_model(TAGS[0], pretrained=True, num_classes=3)
