@@ -243,7 +243,6 @@ def main(argv=None) -> int:
         f'{len(sweep)} of {len(ROBUSTNESS_MODELS) * len(LR_MULTIPLIERS)} learning-rate runs'
         + (f'; still to run: {", ".join(missing)}' if missing else '') + '.',
     ])
-    print(text)
     if args.write:
         results = HERE / 'RESULTS.md'
         page = results.read_text(encoding='utf-8')
@@ -257,6 +256,7 @@ def main(argv=None) -> int:
             plot_curves(grid, HERE / 'val_top1.png')
         if sweep:
             plot_sweep(sweep, HERE / 'lr_sweep.png')
+    print(text)  # after writing: a reader that closes the pipe early must not stop the write
     return 0
 
 
