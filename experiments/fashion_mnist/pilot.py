@@ -9,6 +9,8 @@ one invocation carries the same `invocation` stamp, so a comparison is read from
 """
 import argparse
 import json
+import os
+import resource
 import platform
 import statistics
 import time
@@ -42,6 +44,16 @@ def images_per_second(name: str, channels_last: bool, compile_: bool, steps: int
     return 128 / statistics.median(seconds)
 
 
+def busy_seconds():
+    """(CPU seconds all processes have used, of which this one's), Linux's /proc/stat; None elsewhere."""
+    try:
+        fields = [int(v) for v in open('/proc/stat').readline().split()[1:]]
+    except OSError:
+        return None
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf('SC_CLK_TCK'), own.ru_utime + own.ru_stime
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('models', nargs='+')
@@ -52,11 +64,15 @@ def main(argv=None):
     for name in args.models:
         for setting in args.settings:
             channels_last, compile_ = SETTINGS[setting]
+            before, start = busy_seconds(), time.perf_counter()
             rate = images_per_second(name, channels_last, compile_, args.steps)
+            after, wall = busy_seconds(), time.perf_counter() - start
+            # cores the machine's other processes kept busy meanwhile: a measurement beside other work is not a cost
+            others = round(((after[0] - before[0]) - (after[1] - before[1])) / wall, 2) if before and after else None
             print(json.dumps({'model': name, 'channels_last': channels_last, 'compile': compile_,
                               'images_per_s': round(rate, 1), 'steps': args.steps, 'threads': torch.get_num_threads(),
                               'torch': torch.__version__, 'cpu': platform.processor() or platform.machine(),
-                              'invocation': invocation}), flush=True)
+                              'invocation': invocation, 'other_cores_busy': others}), flush=True)
 
 
 if __name__ == '__main__':
