@@ -10,8 +10,8 @@ one invocation carries the same `invocation` stamp, so a comparison is read from
 import argparse
 import json
 import os
-import resource
 import platform
+import resource
 import statistics
 import time
 

@@ -161,10 +161,12 @@ def cost_table(pilot: Path) -> str:
         return 'Cost: not measured yet (pilot.py, every scheme in one invocation, --settings channels_last).'
     models = measured[complete[-1]]
     first = models[names[0]]
-    busy = max((models[n].get('other_cores_busy') for n in names), key=lambda v: -1 if v is None else v)
+    busy = [models[n].get('other_cores_busy') for n in names]
+    others = 'not recorded' if None in busy else f'{max(busy)} cores'
     lines = [f'Cost, measured in one invocation ({complete[-1]}, {first["threads"]} threads, torch {first["torch"]}, '
-             f'{first["cpu"]}; other processes kept {busy} cores busy meanwhile): one training step at batch 128, 1x28x28, eager channels_last '
-             f'(the runs\' setting), median of {first["steps"]} steps; the model only, no data loading.', '',
+             f'{first["cpu"]}; other processes kept busy meanwhile: {others}): one training step at batch 128, '
+             f'1x28x28, eager channels_last (the runs\' setting), median of {first["steps"]} steps; the model only, '
+             'no data loading.', '',
              '| scheme | images / s | seconds per 55,000 images | time relative to euler |', '|---|---|---|---|']
     for scheme, name in zip(SCHEMES, names):
         rate = models[name]['images_per_s']
