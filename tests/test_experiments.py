@@ -137,7 +137,14 @@ def test_ship_picks_the_seed_best_on_validation_never_test(tmp_path, monkeypatch
     capsys.readouterr()
     assert ship.main(['--work', str(work), '--runs', str(runs)]) == 0
     assert 'rk4.fmnist: already staged from horesnet58w16_rk4-s1' in capsys.readouterr().out
-    assert sorted(p.name for p in weights.iterdir()) == ['horesnet58w16_rk4.fmnist']  # no temporary left
+    weights_file = (weights / 'horesnet58w16_rk4.fmnist' / 'model.safetensors').read_bytes()
+    _finished_run(runs, work, 'rk4', 2, val=80.5, test=90.0)  # a later seed, worse on validation
+    assert ship.main(['--work', str(work), '--runs', str(runs)]) == 0
+    record = json.loads((weights / 'horesnet58w16_rk4.fmnist' / 'eval.json').read_text())
+    assert record['selected']['of_seeds'] == [0, 1, 2] and record['seed'] == 1
+    assert (weights / 'horesnet58w16_rk4.fmnist' / 'model.safetensors').read_bytes() == weights_file
+    assert sorted(p.name for p in weights.rglob('*')) == sorted(  # no temporary left
+        ['horesnet58w16_rk4.fmnist'] + [p.name for p in (weights / 'horesnet58w16_rk4.fmnist').iterdir()])
 
 
 def test_finished_runs_name_no_folder_of_their_machine(tmp_path):
@@ -162,13 +169,14 @@ def test_finished_runs_name_no_folder_of_their_machine(tmp_path):
 
 def test_shipped_tags_are_their_runs_best_seed():
     """Each shipped tag's record agrees with the run it names in runs/: its test and validation scores, and
-    no other finished seed it was chosen from scoring higher on validation."""
+    chosen from every finished seed of its scheme, none scoring higher on validation."""
     from horesnet_timm.models.cifar import SHIPPED, WEIGHTS
     grid = results.read_grid(HERE / 'runs')
     for tag in SHIPPED:
         record = json.loads((WEIGHTS / tag / 'eval.json').read_text())
         scheme = tag.split('.')[0].split('_', 1)[1]
-        runs = {seed: grid[scheme][seed] for seed in record['selected']['of_seeds']}
+        assert record['selected']['of_seeds'] == sorted(grid[scheme]), f'{tag}: run ship.py for the new seeds'
+        runs = grid[scheme]
         assert record['selected']['run'] == f'{tag.split(".")[0]}-s{record["seed"]}'
         assert record['top1'] == runs[record['seed']]['test_top1']
         assert record['validation']['top1'] == runs[record['seed']]['val_top1']

@@ -6,9 +6,9 @@ For each scheme with a finished grid run in runs/, the seed with the highest val
 5,000 held-out training images; never the test split) is staged by `horesnet hub push --dry-run` into
 horesnet_timm/weights/horesnet58w16_<scheme>.fmnist/, from the checkpoint of its selected epoch (in
 CKPTS, run_queue.py's --work) and with an evaluation record made of its test.json and run.json. A
-folder staged from another run is replaced; one staged from the same run is left as it is. Then
-declare a new tag in horesnet_timm/models/cifar.py (SHIPPED) and record its top-1 on the test subset
-that ships with the tests: `python tests/conftest.py horesnet58w16_<scheme>.fmnist`.
+folder staged from another run is replaced; one staged from the same run keeps its weights, and its
+record learns the seeds that finished since. Then declare a new tag in horesnet_timm/models/cifar.py
+(SHIPPED) and record its top-1 on the test subset that ships with the tests: `python tests/conftest.py horesnet58w16_<scheme>.fmnist`.
 """
 import argparse
 import json
@@ -54,6 +54,12 @@ def eval_record(folder: Path, seed: int, run: dict, seeds: list) -> dict:
     }
 
 
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def stage(tag: str, checkpoint: Path, record: dict) -> None:
     """Stage into a temporary sibling, then swap it in: the folder is the old one or the new one, never half."""
     target = WEIGHTS / tag
@@ -87,8 +93,12 @@ def main(argv=None) -> int:
         tag = f'horesnet58w16_{scheme}.fmnist'
         record = eval_record(folder, seed, run, seeds)
         shipped = WEIGHTS / tag / 'eval.json'
-        if shipped.is_file() and json.loads(shipped.read_text()).get('selected', {}).get('run') == folder.name:
-            print(f'{tag}: already staged from {folder.name}')
+        staged = json.loads(shipped.read_text()) if shipped.is_file() else {}
+        if staged.get('selected', {}).get('run') == folder.name:
+            if staged['selected'] != record['selected']:  # more seeds finished; the same one is still best
+                staged['selected'] = record['selected']
+                write_atomically(shipped, json.dumps(staged, indent=1) + '\n')
+            print(f'{tag}: already staged from {folder.name} (chosen from seeds {seeds})')
             continue
         checkpoint = args.work / folder.name / f'checkpoint-{run["selected_epoch"]}.pth.tar'
         if not checkpoint.is_file():
