@@ -8,7 +8,8 @@ horesnet_timm/weights/horesnet58w16_<scheme>.fmnist/, from the checkpoint of its
 CKPTS, run_queue.py's --work) and with an evaluation record made of its test.json and run.json. A
 folder staged from another run is replaced; one staged from the same run keeps its weights, and its
 record learns the seeds that finished since. Then declare a new tag in horesnet_timm/models/cifar.py
-(SHIPPED) and record its top-1 on the test subset that ships with the tests: `python tests/conftest.py horesnet58w16_<scheme>.fmnist`.
+(SHIPPED) and record its top-1 on the test subset that ships with the tests:
+`python tests/conftest.py horesnet58w16_<scheme>.fmnist`.
 """
 import argparse
 import json
