@@ -145,6 +145,9 @@ def test_ship_picks_the_seed_best_on_validation_never_test(tmp_path, monkeypatch
     assert (weights / 'horesnet58w16_rk4.fmnist' / 'model.safetensors').read_bytes() == weights_file
     assert [p.name for p in weights.iterdir()] == ['horesnet58w16_rk4.fmnist']
     assert not list(weights.rglob('.*'))  # no temporary left
+    (runs / 'horesnet58w16_rk4-s1' / 'test.json').write_text(json.dumps({'top1': 84.5, 'top5': 99.5}))
+    with pytest.raises(SystemExit, match='its top1 changed since'):  # never a record that is not its weights'
+        ship.main(['--work', str(work), '--runs', str(runs)])
 
 
 def test_finished_runs_name_no_folder_of_their_machine(tmp_path):

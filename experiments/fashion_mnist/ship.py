@@ -7,9 +7,9 @@ For each scheme with a finished grid run in runs/, the seed with the highest val
 horesnet_timm/weights/horesnet58w16_<scheme>.fmnist/, from the checkpoint of its selected epoch (in
 CKPTS, run_queue.py's --work) and with an evaluation record made of its test.json and run.json. A
 folder staged from another run is replaced; one staged from the same run keeps its weights, and its
-record learns the seeds that finished since. Then declare a new tag in horesnet_timm/models/cifar.py
-(SHIPPED) and record its top-1 on the test subset that ships with the tests:
-`python tests/conftest.py horesnet58w16_<scheme>.fmnist`.
+record learns the seeds that finished since (it refuses if the run's scores changed). Then declare a
+new tag in horesnet_timm/models/cifar.py (SHIPPED) and record its top-1 on the test subset that ships
+with the tests: `python tests/conftest.py horesnet58w16_<scheme>.fmnist`.
 """
 import argparse
 import json
@@ -96,6 +96,10 @@ def main(argv=None) -> int:
         shipped = WEIGHTS / tag / 'eval.json'
         staged = json.loads(shipped.read_text()) if shipped.is_file() else {}
         if staged.get('selected', {}).get('run') == folder.name:
+            changed = [k for k in ('top1', 'top5', 'seed', 'validation') if staged.get(k) != record[k]]
+            if changed:  # the run's outputs are not those the weights were staged from
+                sys.exit(f'{tag}: staged from {folder.name}, but its {", ".join(changed)} changed since; '
+                         f'remove {WEIGHTS / tag} and run ship.py again')
             if staged['selected'] != record['selected']:  # more seeds finished; the same one is still best
                 staged['selected'] = record['selected']
                 write_atomically(shipped, json.dumps(staged, indent=1) + '\n')
