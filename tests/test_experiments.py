@@ -69,6 +69,36 @@ def test_epoch_seconds_skip_an_interrupted_epoch(tmp_path):
     assert results.epoch_seconds(log) == {0: 54.0, 1: 60.0}
 
 
+def _grid(test_top1):
+    """A grid of finished runs with these test scores ({scheme: [seed 0, seed 1, ...]})."""
+    run = {'val_top1': 90.0, 'selected_epoch': 7, 'epochs_to': {90.0: 8, 92.0: None}, 'train_loss_end': 0.3,
+           'seconds_per_epoch': 300.0}
+    return {scheme: {seed: dict(run, test_top1=top1) for seed, top1 in enumerate(scores)}
+            for scheme, scores in test_top1.items()}
+
+
+@pytest.mark.parametrize('midpoint, expected', [
+    # differences +1, +2, +3: mean 2, std 1, half-width 4.303 / sqrt(3) = 2.484
+    ([91.0, 92.0, 93.0], '-0.48 to +4.48 (includes 0)'),
+    # differences +2.0, +2.1, +1.9: std 0.1, half-width 0.248
+    ([92.0, 92.1, 91.9], '+1.75 to +2.25 (excludes 0)'),
+    # pairs only where both ran; two pairs: mean 1.5, std 0.707, half-width 12.706 * 0.707 / sqrt(2) = 6.353
+    ([91.0, 92.0], '-4.85 to +7.85 (includes 0)'),
+    ([91.0], '-'),                                        # one pair has no spread
+])
+def test_paired_difference_says_whether_its_95_percent_interval_excludes_zero(midpoint, expected):
+    table = results.grid_tables(_grid({'euler': [90.0, 90.0, 90.0], 'midpoint': midpoint}))
+    paired = table.split('| scheme - euler (same seed) |')[1]
+    row = next(line for line in paired.splitlines() if line.startswith('| midpoint | '))
+    assert row.split(' | ')[-1].rstrip(' |') == expected
+
+
+def test_t_quantiles_are_students():
+    stats = pytest.importorskip('scipy.stats')
+    for dof, quantile in results.T_975.items():
+        assert quantile == pytest.approx(stats.t.ppf(0.975, dof), abs=5e-4)
+
+
 def test_cost_is_read_from_one_invocation_that_measured_every_scheme(tmp_path):
     def row(scheme, rate, stamp, channels_last=True):
         return json.dumps({'model': f'horesnet58w16_{scheme}', 'channels_last': channels_last, 'compile': False,

@@ -22,6 +22,8 @@ sys.path.insert(0, str(HERE))
 from run_queue import LR_MULTIPLIERS, ROBUSTNESS_MODELS, SCHEMES, SEEDS, summary_rows  # noqa: E402
 
 THRESHOLDS = (90.0, 92.0)
+# Student's t, two-sided 95%, by degrees of freedom (pairs - 1): the paired difference's confidence interval
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 BEGIN, END = '<!-- results.py: begin -->', '<!-- results.py: end -->'
 GRID_RUN = re.compile(r'^horesnet58(?:w16)?_(\w+)-s(\d+)$')  # width 16 (CPU) or the paper's 64 (GPU)
 SWEEP_RUN = re.compile(r'^(horesnet\d+)(?:w16)?_(\w+)-lr(\d+)x-s0$')
@@ -110,14 +112,15 @@ def grid_tables(grid) -> str:
         secs = [runs[s]['seconds_per_epoch'] for s in seeds if runs[s]['seconds_per_epoch']]
         lines.append(f'| {scheme} | {len(seeds)} | {_mean_std([runs[s]["test_top1"] for s in seeds])} | {per_seed} | '
                      f'{val} | {reach} | {loss} | {statistics.median(secs):.0f} |')
-    lines += ['', '| scheme - euler (same seed) | pairs | per seed | mean +- std | larger than the seed spread? |',
-              '|---|---|---|---|---|']
+    lines += ['', '| scheme - euler (same seed) | pairs | per seed | mean +- std | larger than the seed spread? | '
+                  '95% interval of the mean (paired t) |',
+              '|---|---|---|---|---|---|']
     euler = grid.get('euler', {})
     for scheme in SCHEMES[1:]:
         runs = grid.get(scheme, {})
         pairs = sorted(set(runs) & set(euler))
         if not pairs:
-            lines.append(f'| {scheme} | 0 | | | |')
+            lines.append(f'| {scheme} | 0 | | | | |')
             continue
         diffs = [runs[s]['test_top1'] - euler[s]['test_top1'] for s in pairs]
         verdict = '-'
@@ -126,8 +129,13 @@ def grid_tables(grid) -> str:
             spread = max(statistics.stdev([r['test_top1'] for r in group.values()]) for group in (runs, euler))
             mean = abs(statistics.mean(diffs))
             verdict = f'{"yes" if mean > spread else "no"} (|mean| {mean:.2f} vs seed std {spread:.2f})'
+        interval = '-'
+        if len(diffs) - 1 in T_975:
+            half = T_975[len(diffs) - 1] * statistics.stdev(diffs) / math.sqrt(len(diffs))
+            low, high = statistics.mean(diffs) - half, statistics.mean(diffs) + half
+            interval = f'{low:+.2f} to {high:+.2f} ({"excludes" if low > 0 or high < 0 else "includes"} 0)'
         per_seed = ', '.join(f's{s}: {d:+.2f}' for s, d in zip(pairs, diffs))
-        lines.append(f'| {scheme} | {len(pairs)} | {per_seed} | {_mean_std(diffs)} | {verdict} |')
+        lines.append(f'| {scheme} | {len(pairs)} | {per_seed} | {_mean_std(diffs)} | {verdict} | {interval} |')
     return '\n'.join(lines)
 
 
