@@ -123,16 +123,17 @@ def grid_tables(grid) -> str:
             lines.append(f'| {scheme} | 0 | | | | |')
             continue
         diffs = [runs[s]['test_top1'] - euler[s]['test_top1'] for s in pairs]
+        mean_diff = statistics.mean(diffs)
         verdict = '-'
         if len(runs) > 1 and len(euler) > 1:
             # the seed-to-seed spread: the larger test top-1 std over seeds of the two schemes
             spread = max(statistics.stdev([r['test_top1'] for r in group.values()]) for group in (runs, euler))
-            mean = abs(statistics.mean(diffs))
-            verdict = f'{"yes" if mean > spread else "no"} (|mean| {mean:.2f} vs seed std {spread:.2f})'
+            verdict = (f'{"yes" if abs(mean_diff) > spread else "no"} '
+                       f'(|mean| {abs(mean_diff):.2f} vs seed std {spread:.2f})')
         interval = '-'
         if len(diffs) - 1 in T_975:
             half = T_975[len(diffs) - 1] * statistics.stdev(diffs) / math.sqrt(len(diffs))
-            low, high = statistics.mean(diffs) - half, statistics.mean(diffs) + half
+            low, high = mean_diff - half, mean_diff + half
             interval = f'{low:+.2f} to {high:+.2f} ({"excludes" if low > 0 or high < 0 else "includes"} 0)'
         per_seed = ', '.join(f's{s}: {d:+.2f}' for s, d in zip(pairs, diffs))
         lines.append(f'| {scheme} | {len(pairs)} | {per_seed} | {_mean_std(diffs)} | {verdict} | {interval} |')
