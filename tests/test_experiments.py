@@ -214,3 +214,14 @@ def test_shipped_tags_are_their_runs_best_seed():
         assert record['top1'] == runs[record['seed']]['test_top1']
         assert record['validation']['top1'] == runs[record['seed']]['val_top1']
         assert record['validation']['top1'] == max(run['val_top1'] for run in runs.values())
+
+
+@pytest.mark.parametrize('train_loss, val_top1, expected', [
+    (float('nan'), 9.9, 'diverged'),
+    (116.0, 10.02, 'diverged'),  # exploded, then settled at chance: still diverged
+    (2.33, 12.46, 'did not learn'),  # the loss stayed at chance's ln 10 all epoch
+    (2.32, 10.02, 'did not learn'),
+    (1.57, 54.12, 'trained'),
+])
+def test_sweep_outcome_tells_divergence_from_not_learning(train_loss, val_top1, expected):
+    assert results.sweep_outcome(train_loss, val_top1) == expected

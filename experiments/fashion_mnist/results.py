@@ -83,10 +83,17 @@ def read_sweep(runs: Path):
         loss, val = float(row['train_loss']), float(row['eval_top1'])
         sweep[(f'{match.group(1)}_{match.group(2)}', int(match.group(3)))] = {
             'train_loss': loss, 'eval_loss': float(row['eval_loss']), 'val_top1': val,
-            # diverged: the loss is not finite or exploded past chance (ln 10 = 2.30), or the model is at chance
-            'diverged': not math.isfinite(loss) or loss > 2 * math.log(10) or val <= 11.0,
+            'outcome': sweep_outcome(loss, val),
         }
     return sweep
+
+
+def sweep_outcome(train_loss: float, val_top1: float) -> str:
+    """'diverged' when the epoch's mean loss is not finite or exploded past twice chance's (ln 10 = 2.30),
+    'did not learn' when validation top-1 stays under twice chance (20%), else 'trained'."""
+    if not math.isfinite(train_loss) or train_loss > 2 * math.log(10):
+        return 'diverged'
+    return 'did not learn' if val_top1 < 20.0 else 'trained'
 
 
 def _mean_std(values):
@@ -150,7 +157,7 @@ def sweep_table(sweep) -> str:
             if run is None:
                 cells.append('not run yet')
             else:
-                state = 'diverged, ' if run['diverged'] else ''
+                state = '' if run['outcome'] == 'trained' else f'{run["outcome"]}, '
                 cells.append(f'{state}val {run["val_top1"]:.2f}%, train loss {run["train_loss"]:.3g}')
         lines.append(f'| {model} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
@@ -223,16 +230,17 @@ def plot_sweep(sweep, path: Path):
         if not points:
             continue
         line, = ax.plot([m for m, _ in points], [r['val_top1'] for _, r in points], marker='o', label=model)
-        diverged = [(m, r['val_top1']) for m, r in points if r['diverged']]
-        if diverged:
-            ax.scatter(*zip(*diverged), marker='x', s=80, color=line.get_color(), zorder=3)
+        failed = [(m, r['val_top1']) for m, r in points if r['outcome'] != 'trained']
+        if failed:
+            ax.scatter(*zip(*failed), marker='x', s=80, color=line.get_color(), zorder=3)
     ax.set_xscale('log', base=2)
     ax.set_xlim(0.7, 11)
     ax.set_ylim(0, 100)  # chance is 10%
     ax.set_xticks(LR_MULTIPLIERS, [f'x{m}\n({0.1 * m:g})' for m in LR_MULTIPLIERS])
     ax.set_xlabel('learning rate (multiple of the recipe\'s 0.1)')
     ax.set_ylabel('validation top-1 (%) after 1 epoch')
-    ax.set_title('1 epoch at a constant learning rate; x = diverged', fontsize=10)
+    ax.axhline(20, color='grey', linestyle=':', linewidth=1)  # twice chance: below it the run did not learn
+    ax.set_title('1 epoch at a constant learning rate; x = diverged or did not learn (under 20%)', fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
