@@ -89,7 +89,7 @@ def read_sweep(runs: Path):
 
 
 def sweep_outcome(train_loss: float, val_top1: float) -> str:
-    """'diverged' when the epoch's mean loss is not finite or exploded past twice chance's (ln 10 = 2.30),
+    """'diverged' when the epoch's mean loss is not finite or exploded past twice chance's loss (2 ln 10),
     'did not learn' when validation top-1 stays under twice chance (20%), else 'trained'."""
     if not math.isfinite(train_loss) or train_loss > 2 * math.log(10):
         return 'diverged'
