@@ -225,3 +225,30 @@ def test_shipped_tags_are_their_runs_best_seed():
 ])
 def test_sweep_outcome_tells_divergence_from_not_learning(train_loss, val_top1, expected):
     assert results.sweep_outcome(train_loss, val_top1) == expected
+
+
+def test_results_refuse_a_page_without_both_markers_and_write_nothing(tmp_path, monkeypatch, capsys):
+    page = f'# Results\n\n{results.BEGIN}\nold tables\n\n## Reading\n\nwritten by hand\n'  # the end marker lost
+    (tmp_path / 'RESULTS.md').write_text(page)
+    (tmp_path / 'runs').mkdir()
+    monkeypatch.setattr(results, 'HERE', tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        results.main(['--runs', str(tmp_path / 'runs'), '--write'])
+    assert results.END in str(exit_.value) and 'git checkout' in str(exit_.value)
+    assert (tmp_path / 'RESULTS.md').read_text() == page
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['RESULTS.md', 'runs']
+
+
+def test_results_json_is_strict_json_with_a_diverged_loss_as_null(tmp_path, monkeypatch):
+    (tmp_path / 'RESULTS.md').write_text(f'{results.BEGIN}\n{results.END}\nreading\n')
+    run = tmp_path / 'runs' / 'horesnet86w16_euler-lr2x-s0'
+    run.mkdir(parents=True)
+    (run / 'run.json').write_text('{"finished": true}')
+    (run / 'summary.csv').write_text('epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n0,nan,nan,9.9,50.0,0.2\n')
+    monkeypatch.setattr(results, 'HERE', tmp_path)
+    assert results.main(['--runs', str(tmp_path / 'runs'), '--write']) == 0
+    record = json.loads((tmp_path / 'results.json').read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert record['sweep']['horesnet86_euler@x2'] == {'train_loss': None, 'eval_loss': None, 'val_top1': 9.9,
+                                                      'outcome': 'diverged'}
+    assert (tmp_path / 'RESULTS.md').read_text().endswith(f'{results.END}\nreading\n')
+    assert (tmp_path / 'lr_sweep.png').read_bytes()[:4] == b'\x89PNG'

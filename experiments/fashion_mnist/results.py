@@ -21,6 +21,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from run_queue import LR_MULTIPLIERS, ROBUSTNESS_MODELS, SCHEMES, SEEDS, summary_rows  # noqa: E402
 
+from horesnet_timm.fileio import atomic_output  # noqa: E402
+
 THRESHOLDS = (90.0, 92.0)
 # Student's t, two-sided 95%, by degrees of freedom (pairs - 1): the paired difference's confidence interval
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -94,6 +96,15 @@ def sweep_outcome(train_loss: float, val_top1: float) -> str:
     if not math.isfinite(train_loss) or train_loss > 2 * math.log(10):
         return 'diverged'
     return 'did not learn' if val_top1 < 20.0 else 'trained'
+
+
+def _finite_or_null(value):
+    """`value` with every NaN or infinite float (a diverged run's loss) as None: results.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _mean_std(values):
@@ -216,7 +227,7 @@ def plot_curves(grid, path: Path):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[1].legend(fontsize=8, loc='lower right')
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format='png')  # the path may be a temporary name without .png
     plt.close(fig)
 
 
@@ -244,7 +255,7 @@ def plot_sweep(sweep, path: Path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format='png')  # the path may be a temporary name without .png
     plt.close(fig)
 
 
@@ -253,6 +264,8 @@ def main(argv=None) -> int:
     parser.add_argument('--runs', type=Path, default=HERE / 'runs')
     parser.add_argument('--write', action='store_true', help="rewrite RESULTS.md's generated part, results.json, plots")
     args = parser.parse_args(argv)
+    if not args.runs.is_dir():
+        sys.exit(f"results.py: '{args.runs}' is not a folder; give --runs the runs/ folder run_queue.py commits to")
     grid, sweep = read_grid(args.runs), read_sweep(args.runs)
     missing = [f'horesnet58w16_{s}-s{seed}' for seed in SEEDS for s in SCHEMES if seed not in grid.get(s, {})]
     text = '\n\n'.join([
@@ -266,16 +279,24 @@ def main(argv=None) -> int:
     if args.write:
         results = HERE / 'RESULTS.md'
         page = results.read_text(encoding='utf-8')
+        if page.count(BEGIN) != 1 or page.count(END) != 1 or page.index(BEGIN) > page.index(END):
+            # without both markers the rewrite would drop the hand-written reading after them
+            sys.exit(f"results.py: {results} must hold '{BEGIN}' once, then '{END}' once; restore them "
+                     f"(git checkout {results.name}) and run again")
         head, _, rest = page.partition(BEGIN)
         _, _, tail = rest.partition(END)
-        results.write_text(f'{head}{BEGIN}\n{text}\n{END}{tail}', encoding='utf-8')
-        (HERE / 'results.json').write_text(json.dumps({
-            'grid': {s: {str(k): v for k, v in runs.items()} for s, runs in grid.items()},
-            'sweep': {f'{m}@x{k}': v for (m, k), v in sweep.items()}}, indent=1) + '\n')
+        record = {'grid': {s: {str(k): v for k, v in runs.items()} for s, runs in grid.items()},
+                  'sweep': {f'{m}@x{k}': v for (m, k), v in sweep.items()}}
+        with atomic_output(results) as tmp:
+            tmp.write_text(f'{head}{BEGIN}\n{text}\n{END}{tail}', encoding='utf-8')
+        with atomic_output(HERE / 'results.json') as tmp:
+            tmp.write_text(json.dumps(_finite_or_null(record), indent=1, allow_nan=False) + '\n', encoding='utf-8')
         if grid:
-            plot_curves(grid, HERE / 'val_top1.png')
+            with atomic_output(HERE / 'val_top1.png') as tmp:
+                plot_curves(grid, tmp)
         if sweep:
-            plot_sweep(sweep, HERE / 'lr_sweep.png')
+            with atomic_output(HERE / 'lr_sweep.png') as tmp:
+                plot_sweep(sweep, tmp)
     print(text)  # after writing: a reader that closes the pipe early must not stop the write
     return 0
 
