@@ -24,6 +24,8 @@ sys.path.insert(0, str(HERE))
 from results import read_grid  # noqa: E402
 from run_queue import SCHEMES  # noqa: E402
 
+from horesnet_timm.fileio import atomic_output  # noqa: E402
+
 WEIGHTS = HERE.parents[1] / 'horesnet_timm' / 'weights'
 DATASET = 'zalando-datasets/fashion_mnist'
 
@@ -53,12 +55,6 @@ def eval_record(folder: Path, seed: int, run: dict, seeds: list) -> dict:
         'validation': {'images': 5000, 'top1': run['val_top1'], 'epoch': run['selected_epoch']},
         'selected': {'run': folder.name, 'by': 'validation top-1', 'of_seeds': seeds},
     }
-
-
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def stage(tag: str, checkpoint: Path, record: dict) -> None:
@@ -102,7 +98,8 @@ def main(argv=None) -> int:
                          f'remove {WEIGHTS / tag} and run ship.py again')
             if staged['selected'] != record['selected']:  # more seeds finished; the same one is still best
                 staged['selected'] = record['selected']
-                write_atomically(shipped, json.dumps(staged, indent=1) + '\n')
+                with atomic_output(shipped) as tmp:
+                    tmp.write_text(json.dumps(staged, indent=1) + '\n')
             print(f'{tag}: already staged from {folder.name} (chosen from seeds {seeds})')
             continue
         checkpoint = args.work / folder.name / f'checkpoint-{run["selected_epoch"]}.pth.tar'
